@@ -7,7 +7,8 @@
  * change). Bitmaps decide themselves whether they record (enabled, frozen with a successor): the
  * filter calls `recordWrite` on each.
  */
-import { type BlockDevice, type BlockExtent, type WriteOptions, type WriteZeroesOptions } from './block-device.js';
+import { type BlockDevice, type WriteOptions, type WriteZeroesOptions } from './block-device.js';
+import { BlockFilter, type FilterOptions } from './filters/filter.js';
 
 /** What the filter needs of a bitmap (a `DirtyBitmap` satisfies it). */
 export interface WriteRecorder {
@@ -15,28 +16,28 @@ export interface WriteRecorder {
   recordWrite(offset: number, length: number): void;
 }
 
-/** Wraps a device; writes through it are recorded into the attached bitmaps. */
-export class DirtyTrackingFilter implements BlockDevice {
-  readonly #inner: BlockDevice;
+/** Error codes with which a request is refused before it can change anything. */
+const UNCHANGED = new Set(['OUT_OF_RANGE', 'INVALID_ARGUMENT', 'READ_ONLY', 'CLOSED']);
+
+/**
+ * Wraps a device; writes, zero-writes and trims through it are recorded into the attached
+ * bitmaps. Reads, flush and block status pass through. `close()` closes the inner device unless
+ * `closeInner: false`.
+ */
+export class DirtyTrackingFilter extends BlockFilter {
   readonly #recorders = new Set<WriteRecorder>();
 
   /**
-   * @param inner - the device written to; closed by `close()`
+   * @param inner - the device written to
    * @param recorders - bitmaps attached from the start; more can be attached with `attach`
    */
-  constructor(inner: BlockDevice, recorders: Iterable<WriteRecorder> = []) {
-    this.#inner = inner;
+  constructor(inner: BlockDevice, recorders: Iterable<WriteRecorder> = [], options: FilterOptions = {}) {
+    super(
+      inner,
+      { name: 'dirty tracking filter', size: inner.size, capabilities: inner.capabilities, blockSize: inner.blockSize },
+      options,
+    );
     for (const r of recorders) this.#recorders.add(r);
-  }
-
-  get size(): number {
-    return this.#inner.size;
-  }
-  get capabilities(): BlockDevice['capabilities'] {
-    return this.#inner.capabilities;
-  }
-  get blockSize(): BlockDevice['blockSize'] {
-    return this.#inner.blockSize;
   }
 
   /** Starts recording writes into `recorder` (no effect if already attached). */
@@ -49,47 +50,28 @@ export class DirtyTrackingFilter implements BlockDevice {
     this.#recorders.delete(recorder);
   }
 
-  read(offset: number, length: number): Promise<Uint8Array> {
-    return this.#inner.read(offset, length);
+  protected override doWrite(_action: string, offset: number, data: Uint8Array, options: WriteOptions): Promise<void> {
+    return this.#tracked(offset, data.length, () => this.inner.write(offset, data, options));
   }
 
-  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
-    return this.#tracked(offset, data.length, () => this.#inner.write(offset, data, options));
+  protected override doWriteZeroes(_action: string, offset: number, length: number, options: WriteZeroesOptions): Promise<void> {
+    return this.#tracked(offset, length, () => this.inner.writeZeroes(offset, length, options));
   }
 
-  writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
-    return this.#tracked(offset, length, () => this.#inner.writeZeroes(offset, length, options));
-  }
-
-  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
-    return this.#tracked(offset, length, () => this.#inner.trim(offset, length, options));
-  }
-
-  flush(): Promise<void> {
-    return this.#inner.flush();
-  }
-
-  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
-    return this.#inner.blockStatus(offset, length);
-  }
-
-  close(): Promise<void> {
-    return this.#inner.close();
+  protected override doTrim(_action: string, offset: number, length: number, options: WriteOptions): Promise<void> {
+    return this.#tracked(offset, length, () => this.inner.trim(offset, length, options));
   }
 
   async #tracked(offset: number, length: number, op: () => Promise<void>): Promise<void> {
-    let validRange = false;
+    let record = true;
     try {
       await op();
-      validRange = true;
     } catch (e) {
-      // A request rejected for its range never reached the device: nothing to record (and the
-      // range could not be recorded anyway). Anything else may have written part of the range.
-      const code = (e as { code?: unknown })?.code;
-      validRange = code !== 'OUT_OF_RANGE' && code !== 'INVALID_ARGUMENT' && code !== 'READ_ONLY' && code !== 'CLOSED';
+      // Refused before reaching the data: nothing changed. Anything else may have written part.
+      record = !UNCHANGED.has((e as { code?: string })?.code ?? '');
       throw e;
     } finally {
-      if (validRange && length > 0) {
+      if (record && length > 0) {
         for (const r of this.#recorders) r.recordWrite(offset, length);
       }
     }
