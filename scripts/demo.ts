@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { DirtyBitmap } from '../src/bitmap/index.js';
 import { ExtentFlags, type BlockDevice } from '../src/block/block-device.js';
-import { DirtyTrackingFilter } from '../src/block/dirty-tracking-filter.js';
+import { DirtyTrackingFilter } from '../src/block/filters/dirty-tracking-filter.js';
 import { FaultInjectionFilter } from '../src/block/filters/fault-injection-filter.js';
 import { RawFileDevice, createRawFile } from '../src/block/raw-file-device.js';
 import { formatSize } from '../src/block/io/size.js';

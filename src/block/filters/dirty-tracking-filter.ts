@@ -7,8 +7,8 @@
  * change). Bitmaps decide themselves whether they record (enabled, frozen with a successor): the
  * filter calls `recordWrite` on each.
  */
-import { type BlockDevice, type WriteOptions, type WriteZeroesOptions } from './block-device.js';
-import { BlockFilter, type FilterOptions } from './filters/filter.js';
+import { type BlockDevice, type WriteOptions, type WriteZeroesOptions } from '../block-device.js';
+import { BlockFilter, type FilterOptions } from './filter.js';
 
 /** What the filter needs of a bitmap (a `DirtyBitmap` satisfies it). */
 export interface WriteRecorder {

@@ -1,10 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { DirtyBitmap } from '../bitmap/index.js';
+import { DirtyBitmap } from '../../bitmap/index.js';
 import { DirtyTrackingFilter } from './dirty-tracking-filter.js';
-import { MemoryBlockDevice } from './memory-device.js';
-import { FaultInjectionFilter } from './filters/fault-injection-filter.js';
-import { testBlockDevice } from './testing/conformance.js';
+import { MemoryBlockDevice } from '../memory-device.js';
+import { FaultInjectionFilter } from './fault-injection-filter.js';
+import { testBlockDevice } from '../testing/conformance.js';
 
 const KiB = 1024;
 
