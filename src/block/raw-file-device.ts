@@ -29,6 +29,7 @@ import {
 import { DEFAULT_MAXIMUM_REQUEST, isPowerOfTwo } from './block-size.js';
 import { isZero } from './is-zero.js';
 import { checkRange } from './range.js';
+import { nativeAddon, type NativeAddon } from './native.js';
 import { RequestGate } from './request-gate.js';
 
 /** Largest single read or write system call (Node refuses lengths of 2 GiB and more). */
@@ -50,6 +51,11 @@ export interface CreateRawFileOptions {
 export interface RawFileOpenOptions {
   /** Open the file read-only; writes, zero-writes and trims reject with `ReadOnlyError`. */
   readOnly?: boolean;
+  /**
+   * Find zeroes by reading, even where lseek(SEEK_DATA/SEEK_HOLE) is available: slower, but
+   * reports zero-filled data as `ZERO` too. Default false.
+   */
+  detectZeroes?: boolean;
   /** Create the file first with {@link createRawFile} (it must not exist). */
   create?: { size: number; preallocate?: boolean };
 }
@@ -102,9 +108,11 @@ export async function createRawFile(path: string, size: number, options: CreateR
  * - `writeZeroes` writes zero buffers (so the range stays allocated even with `mayTrim`);
  *   with `fast` it rejects with `NotSupportedError` and changes nothing (`canFastZero` false).
  * - `blockStatus`: a file with no blocks allocated (`st_blocks` 0) is reported as one
- *   `HOLE | ZERO` extent; otherwise the range is read (at most {@link ZERO_DETECT_LIMIT} bytes
- *   per call) and 4 KiB-aligned all-zero runs are reported as `ZERO`, the rest as data. It never
- *   claims `HOLE` for a file with blocks, because it cannot know where they are.
+ *   `HOLE | ZERO` extent. Otherwise, with the native addon, holes and data come from
+ *   lseek(SEEK_DATA/SEEK_HOLE) as qemu-img finds them (holes `HOLE | ZERO`, the rest data, not
+ *   read). Without it, the range is read (at most {@link ZERO_DETECT_LIMIT} bytes per call) and
+ *   4 KiB-aligned all-zero runs are reported as `ZERO`, the rest as data; it never claims `HOLE`
+ *   then, because it cannot know where the blocks are.
  * - Failures of the file system reject with `IoError` carrying the errno.
  */
 export class RawFileDevice implements BlockDevice {
@@ -120,9 +128,11 @@ export class RawFileDevice implements BlockDevice {
    * some file systems (ZFS) report 0 blocks for data that is not yet committed.
    */
   #written = false;
+  readonly #detectZeroesByReading: boolean;
 
-  private constructor(path: string, handle: FileHandle, stats: Stats, readOnly: boolean) {
+  private constructor(path: string, handle: FileHandle, stats: Stats, readOnly: boolean, detectZeroes: boolean) {
     this.path = path;
+    this.#detectZeroesByReading = detectZeroes;
     this.#handle = handle;
     this.size = stats.size;
     this.capabilities = {
@@ -163,7 +173,7 @@ export class RawFileDevice implements BlockDevice {
     try {
       const stats = await handle.stat();
       checkFileType(action, stats);
-      return new RawFileDevice(path, handle, stats, readOnly);
+      return new RawFileDevice(path, handle, stats, readOnly, options.detectZeroes ?? false);
     } catch (e) {
       await handle.close().catch(() => {});
       throw fromSystemError(action, e);
@@ -247,6 +257,8 @@ export class RawFileDevice implements BlockDevice {
         if (!this.#written && (await this.#handle.stat()).blocks === 0) {
           return [{ offset, length, flags: ExtentFlags.HOLE | ExtentFlags.ZERO }];
         }
+        const addon = this.#detectZeroesByReading ? undefined : nativeAddon();
+        if (addon !== undefined) return seekExtents(addon, this.#handle.fd, offset, length);
         return await this.#detectZeroes(offset, length);
       } catch (e) {
         throw fromSystemError(action, e);
@@ -289,6 +301,34 @@ export class RawFileDevice implements BlockDevice {
     }
     return extents;
   }
+}
+
+/** Most extents one `blockStatus` call returns from lseek (the caller asks again from the end). */
+const MAX_SEEK_EXTENTS = 1024;
+
+/**
+ * Holes and data of `[offset, offset + length)` from lseek(SEEK_DATA/SEEK_HOLE). Past the end of
+ * the file everything is a hole.
+ */
+function seekExtents(addon: NativeAddon, fd: number, offset: number, length: number): BlockExtent[] {
+  const end = offset + length;
+  const extents: BlockExtent[] = [];
+  let pos = offset;
+  while (pos < end && extents.length < MAX_SEEK_EXTENTS) {
+    const data = addon.seekData(fd, pos);
+    if (data < 0 || data >= end) {
+      extents.push({ offset: pos, length: end - pos, flags: ExtentFlags.HOLE | ExtentFlags.ZERO });
+      break;
+    }
+    if (data > pos) {
+      extents.push({ offset: pos, length: data - pos, flags: ExtentFlags.HOLE | ExtentFlags.ZERO });
+      pos = data;
+    }
+    const hole = Math.min(end, Math.max(pos + 1, addon.seekHole(fd, pos)));
+    extents.push({ offset: pos, length: hole - pos, flags: 0 });
+    pos = hole;
+  }
+  return extents;
 }
 
 /** Reads `buffer.length` bytes at `position`; what lies past the end of file stays as it is (zero). */

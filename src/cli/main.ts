@@ -12,6 +12,10 @@ type CommandRunner = (argv: string[], stdout: (line: string) => void) => Promise
 
 /** Each command: a one-line summary and a loader of its runner. */
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRunner> }> = {
+  image: {
+    summary: 'create, inspect, compare and convert disk images (like qemu-img)',
+    load: async () => (await import('./image.js')).imageCommand,
+  },
   io: {
     summary: 'run qemu-io-like read/write/discard commands on a disk image',
     load: async () => (await import('./io.js')).ioCommand,

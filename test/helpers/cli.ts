@@ -24,6 +24,8 @@ export function runProgram(program: string, args: string[], options: { input?: s
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
     child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
     child.on('error', reject);
+    // A program that exits without reading its input makes the write fail with EPIPE: not an error here.
+    child.stdin.on('error', () => undefined);
     child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
     child.stdin.end(options.input ?? '');
   });

@@ -114,11 +114,14 @@ export function decodeSnapshotTable(bytes: Uint8Array, offset: number, count: nu
     if (extraSize > MAX_SNAPSHOT_EXTRA_DATA) {
       throw problem('decode', `${field}.extra_data_size`, `${extraSize} exceeds QEMU's limit of ${MAX_SNAPSHOT_EXTRA_DATA}`, true);
     }
-    const length = align8(SNAPSHOT_HEADER_SIZE + extraSize + idSize + nameSize);
+    const unpadded = SNAPSHOT_HEADER_SIZE + extraSize + idSize + nameSize;
+    const length = align8(unpadded);
     if (at + length - offset > MAX_SNAPSHOT_TABLE_BYTES) {
       throw problem('decode', 'snapshot_table', `exceeds QEMU's limit of ${MAX_SNAPSHOT_TABLE_BYTES} bytes`, true);
     }
-    need(bytes, at, length, field);
+    // The padding of the last entry may be missing: QEMU writes the table without it, so a table
+    // that ends the file ends with the name (regression: qemu-img snapshot -c on a 512 B-cluster image).
+    need(bytes, at, i === count - 1 ? unpadded : length, field);
     const extra = bytes.subarray(at + SNAPSHOT_HEADER_SIZE, at + SNAPSHOT_HEADER_SIZE + extraSize);
     const idStart = at + SNAPSHOT_HEADER_SIZE + extraSize;
     const entry: SnapshotEntry = {
@@ -150,7 +153,7 @@ export function decodeSnapshotTable(bytes: Uint8Array, offset: number, count: nu
     entries.push(entry);
     at += length;
   }
-  return { entries, byteLength: at - offset };
+  return { entries, byteLength: Math.min(at, bytes.length) - offset };
 }
 
 /**

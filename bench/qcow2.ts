@@ -1,0 +1,172 @@
+/**
+ * qcow2 benchmarks against qemu-img, measured in the same run on the same files:
+ * - `bitback image convert -O qcow2` of a 4 GiB raw image holding 1 GiB of data vs
+ *   `qemu-img convert -O qcow2` (time and output size; goal ratio <= 1.0, size within 1%);
+ * - reading that qcow2 back: `bitback image convert -O raw` vs `qemu-img convert -O raw`, both
+ *   into tmpfs (/dev/shm) so the target costs nothing;
+ * - peak memory (max RSS) of each command.
+ * Each command runs `BITBACK_BENCH_RUNS` times (default 3); the median is printed.
+ * Environment: `BITBACK_BENCH_DIR` (default: a temporary folder), `BITBACK_BENCH_GIB` (virtual size, default 4).
+ */
+import { spawn } from 'node:child_process';
+import { mkdtemp, rm, stat, open } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { type BenchResult, formatResults } from './result.js';
+
+const GiB = 1024 ** 3;
+const MiB = 1024 ** 2;
+const CLI = fileURLToPath(new URL('../src/cli/main.js', import.meta.url));
+
+interface Timed {
+  seconds: number;
+  maxRssKiB: number;
+}
+
+/** Runs a command under /usr/bin/time to get its wall time and peak memory. */
+function timed(program: string, args: string[]): Promise<Timed> {
+  return new Promise((resolve, reject) => {
+    const started = performance.now();
+    const child = spawn('/usr/bin/time', ['-f', '%M', program, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    child.on('error', reject);
+    child.on('close', (status) => {
+      const seconds = (performance.now() - started) / 1000;
+      if (status !== 0) return reject(new Error(`${program} ${args.join(' ')} exited ${status}: ${stderr}`));
+      const rss = Number.parseInt(stderr.trim().split('\n').pop() ?? '', 10);
+      resolve({ seconds, maxRssKiB: rss });
+    });
+  });
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)] as number;
+}
+
+/** A sparse raw image of `size` bytes with `data` bytes of incompressible data in 1 MiB runs spread over it. */
+async function makeSource(path: string, size: number, data: number): Promise<void> {
+  const handle = await open(path, 'wx');
+  try {
+    await handle.truncate(size);
+    const runs = Math.floor(data / MiB);
+    const stride = Math.floor(size / MiB / runs) * MiB;
+    const buffer = new Uint8Array(MiB);
+    let x = 0x2545f491;
+    for (let r = 0; r < runs; r++) {
+      for (let i = 0; i < buffer.length; i += 4) {
+        x ^= x << 13;
+        x ^= x >>> 17;
+        x ^= x << 5;
+        buffer[i] = x & 0xff;
+        buffer[i + 1] = (x >>> 8) & 0xff;
+        buffer[i + 2] = (x >>> 16) & 0xff;
+        buffer[i + 3] = (x >>> 24) & 0xff;
+      }
+      await handle.write(buffer, 0, buffer.length, r * stride);
+    }
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Flushes dirty pages, so that one run's writeback does not slow the next one down. */
+function syncAll(): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('sync', [], { stdio: 'ignore' });
+    child.on('error', reject);
+    child.on('close', () => resolve());
+  });
+}
+
+async function compareRuns(name: string, runs: number, ours: () => Promise<Timed>, theirs: () => Promise<Timed>, cleanup: () => Promise<void>): Promise<BenchResult[]> {
+  const a: Timed[] = [];
+  const b: Timed[] = [];
+  for (let i = 0; i < runs; i++) {
+    // Alternate so that neither side always runs on a warmer cache.
+    await syncAll();
+    b.push(await theirs());
+    await cleanup();
+    await syncAll();
+    a.push(await ours());
+    await cleanup();
+  }
+  const ta = median(a.map((t) => t.seconds));
+  const tb = median(b.map((t) => t.seconds));
+  const ma = median(a.map((t) => t.maxRssKiB)) / 1024;
+  const mb = median(b.map((t) => t.maxRssKiB)) / 1024;
+  return [
+    { name: `${name}: time`, value: ta, unit: 's', peer: tb, peerName: 'qemu-img', ratio: ta / tb, goal: 'ratio <= 1.0', met: ta / tb <= 1.0 },
+    { name: `${name}: peak memory`, value: ma, unit: 'MiB', peer: mb, peerName: 'qemu-img', ratio: ma / mb },
+  ];
+}
+
+/** Runs the qcow2 benchmarks. */
+export async function run(): Promise<BenchResult[]> {
+  const runs = Number.parseInt(process.env.BITBACK_BENCH_RUNS ?? '3', 10);
+  const size = Number.parseFloat(process.env.BITBACK_BENCH_GIB ?? '4') * GiB;
+  const dir = await mkdtemp(join(process.env.BITBACK_BENCH_DIR ?? tmpdir(), 'bitback-bench-qcow2-'));
+  const shm = await mkdtemp(join('/dev/shm', 'bitback-bench-'));
+  try {
+    const source = join(dir, 'source.raw');
+    await makeSource(source, size, size / 4);
+    await syncAll();
+    const ours = join(dir, 'ours.qcow2');
+    const theirs = join(dir, 'theirs.qcow2');
+    const results: BenchResult[] = [];
+    const removeOutputs = async (): Promise<void> => {
+      await rm(ours, { force: true });
+      await rm(theirs, { force: true });
+    };
+    results.push(
+      ...(await compareRuns(
+        'convert raw -> qcow2 (4 GiB, 1 GiB data)',
+        runs,
+        () => timed(process.execPath, [CLI, 'image', 'convert', '-f', 'raw', '-O', 'qcow2', source, ours]),
+        () => timed('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', source, theirs]),
+        removeOutputs,
+      )),
+    );
+    // Keep one output of each for the size comparison and the read-back.
+    await timed(process.execPath, [CLI, 'image', 'convert', '-f', 'raw', '-O', 'qcow2', source, ours]);
+    await timed('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', source, theirs]);
+    await syncAll();
+    const sizeOurs = (await stat(ours)).size / MiB;
+    const sizeTheirs = (await stat(theirs)).size / MiB;
+    results.push({
+      name: 'convert raw -> qcow2: output file size',
+      value: sizeOurs,
+      unit: 'MiB',
+      peer: sizeTheirs,
+      peerName: 'qemu-img',
+      ratio: sizeOurs / sizeTheirs,
+      goal: 'within 1%',
+      met: Math.abs(sizeOurs / sizeTheirs - 1) <= 0.01,
+    });
+    const rawOurs = join(shm, 'ours.raw');
+    const rawTheirs = join(shm, 'theirs.raw');
+    results.push(
+      ...(await compareRuns(
+        'read qcow2 back (convert -O raw into tmpfs)',
+        runs,
+        () => timed(process.execPath, [CLI, 'image', 'convert', '-f', 'qcow2', '-O', 'raw', theirs, rawOurs]),
+        () => timed('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', theirs, rawTheirs]),
+        async () => {
+          await rm(rawOurs, { force: true });
+          await rm(rawTheirs, { force: true });
+        },
+      )),
+    );
+    return results;
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+    await rm(shm, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  console.log(formatResults('qcow2 vs qemu-img', await run()));
+}

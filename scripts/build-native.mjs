@@ -1,0 +1,29 @@
+#!/usr/bin/env node
+// Builds bitback's native addon (native/bitback_native.c) with node-gyp during `npm install`.
+// The addon only makes things faster or more exact (hole seeking); bitback works without it, so a
+// failed build warns instead of failing the install. Under CI=true a failed build is an error.
+import { spawnSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+
+function nodeGyp() {
+  // npm tells lifecycle scripts where its own node-gyp is.
+  if (process.env.npm_config_node_gyp) return process.env.npm_config_node_gyp;
+  try {
+    return createRequire(import.meta.url).resolve('node-gyp/bin/node-gyp.js');
+  } catch {
+    // npm ships node-gyp inside itself.
+    return join(dirname(process.execPath), '..', 'lib', 'node_modules', 'npm', 'node_modules', 'node-gyp', 'bin', 'node-gyp.js');
+  }
+}
+
+const result = spawnSync(process.execPath, [nodeGyp(), 'rebuild'], { stdio: 'inherit' });
+if (result.status !== 0) {
+  const message = 'bitback: the native addon could not be built (needs python3, make, a C compiler and Node.js headers); ' +
+    'bitback works without it but reads sparse raw files more slowly';
+  if (process.env.CI === 'true') {
+    console.error(`${message}. CI=true: failing.`);
+    process.exit(1);
+  }
+  console.warn(message);
+}

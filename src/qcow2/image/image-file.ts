@@ -1,0 +1,119 @@
+/**
+ * The host file under a qcow2 image: positioned reads and writes that loop until complete,
+ * and the file's end, tracked as the image grows it.
+ */
+import { open, type FileHandle } from 'node:fs/promises';
+import { IoError, NotFoundError, fromSystemError } from '../../errors.js';
+
+/** Largest single read or write system call (Node refuses 2 GiB and more). */
+const MAX_SYSCALL = 1024 * 1024 * 1024;
+
+/** An open image file. All offsets and lengths are in bytes. */
+export class ImageFile {
+  /** The path the file was opened by (for messages). */
+  readonly path: string;
+  readonly readOnly: boolean;
+  readonly #handle: FileHandle;
+  #size: number;
+
+  private constructor(path: string, handle: FileHandle, size: number, readOnly: boolean) {
+    this.path = path;
+    this.#handle = handle;
+    this.#size = size;
+    this.readOnly = readOnly;
+  }
+
+  /**
+   * Opens `path` for reading (and writing unless `readOnly`). Rejects with `NotFoundError`
+   * when it does not exist, `IoError` otherwise.
+   */
+  static async open(path: string, readOnly: boolean, action = `open qcow2 image ${path}`): Promise<ImageFile> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, readOnly ? 'r' : 'r+');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(action, 'no such file', { cause: e });
+      throw fromSystemError(action, e);
+    }
+    try {
+      const stats = await handle.stat();
+      if (!stats.isFile()) throw new IoError(action, 'it is not a regular file', 'EINVAL');
+      return new ImageFile(path, handle, stats.size, readOnly);
+    } catch (e) {
+      await handle.close().catch(() => {});
+      throw fromSystemError(action, e);
+    }
+  }
+
+  /** The length of the file in bytes, including what this process has written past its old end. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Reads `length` bytes at `position` into a new buffer; bytes past the end of the file read as zero. */
+  async read(position: number, length: number): Promise<Uint8Array> {
+    const buffer = new Uint8Array(length);
+    await this.readInto(buffer, position);
+    return buffer;
+  }
+
+  /** Fills `target` from `position`; bytes past the end of the file are left as they are. */
+  async readInto(target: Uint8Array, position: number): Promise<void> {
+    let done = 0;
+    try {
+      while (done < target.length) {
+        const n = Math.min(target.length - done, MAX_SYSCALL);
+        const { bytesRead } = await this.#handle.read(target, done, n, position + done);
+        if (bytesRead === 0) return;
+        done += bytesRead;
+      }
+    } catch (e) {
+      throw fromSystemError(`read ${target.length} bytes at ${position} of ${this.path}`, e);
+    }
+  }
+
+  /** Writes all of `data` at `position` (borrowed until the promise settles). */
+  async write(position: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const n = Math.min(data.length - done, MAX_SYSCALL);
+        const { bytesWritten } = await this.#handle.write(data, done, n, position + done);
+        if (bytesWritten === 0) throw new IoError(`write at ${position + done} of ${this.path}`, 'the write made no progress');
+        done += bytesWritten;
+      }
+    } catch (e) {
+      throw fromSystemError(`write ${data.length} bytes at ${position} of ${this.path}`, e);
+    }
+    this.#size = Math.max(this.#size, position + data.length);
+  }
+
+  /** Extends the file to at least `length` bytes (a sparse extension). */
+  async extendTo(length: number): Promise<void> {
+    if (length <= this.#size) return;
+    try {
+      await this.#handle.truncate(length);
+    } catch (e) {
+      throw fromSystemError(`extend ${this.path} to ${length} bytes`, e);
+    }
+    this.#size = length;
+  }
+
+  /** `fdatasync`: everything written so far is durable when this resolves. */
+  async datasync(): Promise<void> {
+    try {
+      await this.#handle.datasync();
+    } catch (e) {
+      throw fromSystemError(`flush ${this.path}`, e);
+    }
+  }
+
+  /** Closes the file. */
+  async close(): Promise<void> {
+    try {
+      await this.#handle.close();
+    } catch (e) {
+      throw fromSystemError(`close ${this.path}`, e);
+    }
+  }
+}

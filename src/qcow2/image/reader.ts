@@ -1,0 +1,130 @@
+/**
+ * The read path (spec "Cluster mapping", "Extended L2 Entries"): guest bytes come from host
+ * clusters, from inflated compressed clusters, from the backing file (unallocated clusters and
+ * subclusters; zeroes past its end), or are zero (zero clusters and subclusters, unallocated
+ * ones without a backing file). Runs that are contiguous on the host are read in one call, and
+ * the pieces of one request are read concurrently.
+ *
+ * The caller holds the image's lock (shared or exclusive), so that no cluster it reads is freed
+ * and reused meanwhile.
+ */
+import { subclusterKind, type CompressedCluster, type L2Entry } from '../format/index.js';
+import { inflateCluster } from './compression.js';
+import type { ImageCore } from './core.js';
+
+type Piece =
+  | { kind: 'host'; guest: number; host: number; length: number }
+  | { kind: 'backing'; guest: number; length: number }
+  | { kind: 'compressed'; guest: number; length: number; clusterStart: number; entry: CompressedCluster; field: string };
+
+/**
+ * Reads `target.length` guest bytes at `offset` into `target`, which must be zero-filled (the
+ * bytes of zero clusters are left untouched). The range must lie within the virtual size.
+ */
+export async function readGuest(core: ImageCore, offset: number, target: Uint8Array): Promise<void> {
+  const pieces = await planRead(core, offset, offset + target.length);
+  await Promise.all(pieces.map((piece) => readPiece(core, offset, target, piece)));
+}
+
+/** The pieces of guest range `[offset, end)`, merged where contiguous. */
+async function planRead(core: ImageCore, offset: number, end: number): Promise<Piece[]> {
+  const { g, map } = core;
+  const cs = g.clusterSize;
+  const pieces: Piece[] = [];
+  const add = (piece: Piece): void => {
+    const last = pieces[pieces.length - 1];
+    if (last !== undefined && last.kind === piece.kind && last.guest + last.length === piece.guest) {
+      if (last.kind === 'backing') {
+        last.length += piece.length;
+        return;
+      }
+      if (last.kind === 'host' && piece.kind === 'host' && last.host + last.length === piece.host) {
+        last.length += piece.length;
+        return;
+      }
+    }
+    pieces.push(piece);
+  };
+  for (let position = offset; position < end; ) {
+    const cluster = Math.floor(position / cs);
+    const { l1Index, l2Index } = map.slot(cluster);
+    const count = Math.min(Math.floor((end - 1) / cs) - cluster + 1, g.l2Entries - l2Index);
+    const entries = await map.entries(cluster, count);
+    entries.forEach((entry, i) => {
+      const clusterStart = (cluster + i) * cs;
+      const from = Math.max(position, clusterStart);
+      const to = Math.min(end, clusterStart + cs);
+      const field = `l1[${l1Index}].l2[${l2Index + i}]`;
+      planCluster(core, entry, clusterStart, from, to, field, add);
+    });
+    position = (cluster + count) * cs;
+  }
+  return pieces;
+}
+
+function planCluster(
+  core: ImageCore,
+  entry: L2Entry,
+  clusterStart: number,
+  from: number,
+  to: number,
+  field: string,
+  add: (piece: Piece) => void,
+): void {
+  if (entry.kind === 'compressed') {
+    add({ kind: 'compressed', guest: from, length: to - from, clusterStart, entry, field });
+    return;
+  }
+  if (entry.kind === 'zero') return;
+  if (entry.subclusters === undefined) {
+    if (entry.kind === 'normal') add({ kind: 'host', guest: from, host: entry.hostOffset + from - clusterStart, length: to - from });
+    else add({ kind: 'backing', guest: from, length: to - from });
+    return;
+  }
+  const ss = core.g.subclusterSize;
+  for (let s = Math.floor((from - clusterStart) / ss); clusterStart + s * ss < to; s++) {
+    const sFrom = Math.max(from, clusterStart + s * ss);
+    const sTo = Math.min(to, clusterStart + (s + 1) * ss);
+    const kind = subclusterKind(entry, s);
+    if (kind === 'normal' && entry.kind === 'normal') {
+      add({ kind: 'host', guest: sFrom, host: entry.hostOffset + sFrom - clusterStart, length: sTo - sFrom });
+    } else if (kind === 'unallocated') {
+      add({ kind: 'backing', guest: sFrom, length: sTo - sFrom });
+    }
+  }
+}
+
+async function readPiece(core: ImageCore, offset: number, target: Uint8Array, piece: Piece): Promise<void> {
+  const at = piece.guest - offset;
+  switch (piece.kind) {
+    case 'host':
+      await core.file.readInto(target.subarray(at, at + piece.length), piece.host);
+      return;
+    case 'backing': {
+      const backing = core.backing;
+      if (backing === undefined || piece.guest >= backing.size) return;
+      const length = Math.min(piece.length, backing.size - piece.guest);
+      target.set(await backing.read(piece.guest, length), at);
+      return;
+    }
+    case 'compressed': {
+      const cluster = await inflated(core, piece.entry, piece.field);
+      const from = piece.guest - piece.clusterStart;
+      target.set(cluster.subarray(from, from + piece.length), at);
+      return;
+    }
+    default: {
+      const never: never = piece;
+      throw new Error(`unknown piece ${String(never)}`);
+    }
+  }
+}
+
+/** The inflated content of a compressed cluster, through the image's one-cluster cache. */
+async function inflated(core: ImageCore, entry: CompressedCluster, field: string): Promise<Uint8Array> {
+  const cached = core.inflated.get(entry.hostOffset);
+  if (cached !== undefined) return cached;
+  const data = await inflateCluster(core.file, entry, core.g.clusterSize, core.compressionType, field);
+  core.inflated.set(entry.hostOffset, data);
+  return data;
+}

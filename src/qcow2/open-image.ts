@@ -1,0 +1,61 @@
+/**
+ * Opening and creating image files of either format bitback handles (raw, qcow2) as
+ * `BlockDevice`s. Commands that take a file name (`io`, `image convert`, `image compare`, ...)
+ * open it through here.
+ */
+import { type BlockDevice } from '../block/block-device.js';
+import { RawFileDevice, createRawFile } from '../block/raw-file-device.js';
+import { InvalidArgumentError } from '../errors.js';
+import { createQcow2, type CreateQcow2Options } from './create.js';
+import { Qcow2Image } from './image/index.js';
+import { probeImageFormat, type ImageFormat } from './info.js';
+
+/** Options of {@link openImage}. */
+export interface OpenImageOptions {
+  /** The format; probed from the file's first bytes when omitted. */
+  format?: ImageFormat;
+  readOnly?: boolean;
+  /** qcow2 only: store whole-cluster writes compressed (backup targets). */
+  compress?: boolean;
+}
+
+/** An opened image and what it is. */
+export interface OpenedImage {
+  device: BlockDevice;
+  format: ImageFormat;
+  /** Files in the backing chain including this one (1 for raw and for qcow2 without backing). */
+  chainLength: number;
+}
+
+/** Parses a format name given on the command line. */
+export function parseImageFormat(text: string): ImageFormat {
+  if (text === 'raw' || text === 'qcow2') return text;
+  throw new InvalidArgumentError(`use image format '${text}'`, 'the formats are raw and qcow2');
+}
+
+/** Opens an image file (raw or qcow2, its backing chain followed). */
+export async function openImage(path: string, options: OpenImageOptions = {}): Promise<OpenedImage> {
+  const format = options.format ?? (await probeImageFormat(path));
+  if (format === 'raw') {
+    return { device: await RawFileDevice.open(path, { readOnly: options.readOnly ?? false }), format, chainLength: 1 };
+  }
+  const image = await Qcow2Image.open(path, { readOnly: options.readOnly ?? false, compress: options.compress ?? false });
+  return { device: image, format, chainLength: 1 + image.backingChain.length };
+}
+
+/** Options of {@link createImage}. */
+export type CreateImageOptions = Omit<CreateQcow2Options, 'size'>;
+
+/**
+ * Creates an empty image of `size` bytes. The file must not exist. For raw, only the size is
+ * used (a sparse file); for qcow2, every option of `createQcow2`.
+ */
+export async function createImage(path: string, format: ImageFormat, size: number | undefined, options: CreateImageOptions = {}): Promise<void> {
+  if (format === 'raw') {
+    if (size === undefined) throw new InvalidArgumentError(`create raw image ${path}`, 'a size is required');
+    if (options.backingFile !== undefined) throw new InvalidArgumentError(`create raw image ${path}`, 'a raw image cannot have a backing file');
+    await createRawFile(path, size);
+    return;
+  }
+  await createQcow2(path, { ...options, ...(size !== undefined ? { size } : {}) });
+}
