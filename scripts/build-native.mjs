@@ -4,6 +4,7 @@
 // failed build warns instead of failing the install. Under CI=true a failed build is an error.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 
 function nodeGyp() {
@@ -17,7 +18,16 @@ function nodeGyp() {
   }
 }
 
-const result = spawnSync(process.execPath, [nodeGyp(), 'rebuild'], { stdio: 'inherit' });
+// Build against the headers of the Node.js that runs us (never download them: there may be no
+// network). npm passes its nodedir setting; otherwise use the installation prefix when it has them.
+function nodeDir() {
+  if (process.env.npm_config_nodedir) return process.env.npm_config_nodedir;
+  const prefix = dirname(dirname(process.execPath));
+  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? prefix : undefined;
+}
+
+const dir = nodeDir();
+const result = spawnSync(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])], { stdio: 'inherit' });
 if (result.status !== 0) {
   const message = 'bitback: the native addon could not be built (needs python3, make, a C compiler and Node.js headers); ' +
     'bitback works without it but reads sparse raw files more slowly';
