@@ -257,3 +257,22 @@ async function runChild(program: string, args: string[]): Promise<string> {
     if (child?.exitCode === null && child.signalCode === null && child.pid !== undefined) process.kill(child.pid);
   }
 }
+
+test('readInto() fills a used buffer with what read() returns, and zeroes past the end of a file that became shorter', async () => {
+  const path = nextPath();
+  const content = new Uint8Array(256 * 1024).map((_, i) => (i * 31 + 7) % 251 + 1);
+  await writeFile(path, content);
+  const device = await RawFileDevice.open(path, { readOnly: true });
+  const target = new Uint8Array(100_000).fill(0xee);
+  await device.readInto(12_345, target);
+  assert.deepEqual(target, await device.read(12_345, 100_000));
+  assert.deepEqual(target, content.subarray(12_345, 112_345));
+  await truncate(path, 200_000);
+  const tail = new Uint8Array(100_000).fill(0xee);
+  await device.readInto(150_000, tail);
+  const expected = new Uint8Array(100_000);
+  expected.set(content.subarray(150_000, 200_000));
+  assert.deepEqual(tail, expected);
+  await assert.rejects(device.readInto(200_000, new Uint8Array(100_000)), (e: BitbackError) => e.code === 'OUT_OF_RANGE');
+  await device.close();
+});

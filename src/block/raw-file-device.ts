@@ -194,6 +194,25 @@ export class RawFileDevice implements BlockDevice {
     });
   }
 
+  /**
+   * Reads `target.length` bytes at `offset` into `target` (borrowed until the promise settles),
+   * like `read` without allocating: for callers that reuse their buffers. Bytes past the end of
+   * a file that became shorter than `size` read as zero.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<void> {
+    const action = `read ${target?.length} bytes at ${offset} of ${this.path}`;
+    return this.#gate.run(action, async () => {
+      if (!(target instanceof Uint8Array)) throw new InvalidArgumentError(action, 'target is not a Uint8Array');
+      checkRange(action, this.size, offset, target.length);
+      try {
+        const done = await readFully(this.#handle, target, offset);
+        target.fill(0, done);
+      } catch (e) {
+        throw fromSystemError(action, e);
+      }
+    });
+  }
+
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     const action = `write ${data?.length} bytes at ${offset} of ${this.path}`;
     return this.#gate.run(action, async () => {
@@ -331,15 +350,19 @@ function seekExtents(addon: NativeAddon, fd: number, offset: number, length: num
   return extents;
 }
 
-/** Reads `buffer.length` bytes at `position`; what lies past the end of file stays as it is (zero). */
-async function readFully(handle: FileHandle, buffer: Uint8Array, position: number): Promise<void> {
+/**
+ * Reads `buffer.length` bytes at `position`; what lies past the end of file stays as it is.
+ * Returns the number of bytes read.
+ */
+async function readFully(handle: FileHandle, buffer: Uint8Array, position: number): Promise<number> {
   let done = 0;
   while (done < buffer.length) {
     const n = Math.min(buffer.length - done, MAX_SYSCALL);
     const { bytesRead } = await handle.read(buffer, done, n, position + done);
-    if (bytesRead === 0) return;
+    if (bytesRead === 0) break;
     done += bytesRead;
   }
+  return done;
 }
 
 /** Writes all of `data` at `position`, looping on short writes. */

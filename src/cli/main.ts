@@ -20,6 +20,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     summary: 'run qemu-io-like read/write/discard commands on a disk image',
     load: async () => (await import('./io.js')).ioCommand,
   },
+  bitmap: {
+    summary: 'add, remove, merge, list and dump persistent dirty bitmaps of a qcow2 image (like qemu-img bitmap)',
+    load: async () => (await import('./bitmap.js')).bitmapCommand,
+  },
+  snapshot: {
+    summary: 'create, list, apply and delete internal snapshots of a qcow2 image (like qemu-img snapshot)',
+    load: async () => (await import('./snapshot.js')).snapshotCommand,
+  },
 };
 
 function version(): string {

@@ -80,6 +80,22 @@ async function* dataChunks(source: BlockDevice, chunk: number): AsyncGenerator<{
 }
 
 /**
+ * How to read `device` into a buffer: in place where the device can (raw files, qcow2 images),
+ * else into a new buffer. The function resolves with the bytes, which may or may not be `target`.
+ */
+function reader(device: BlockDevice): (offset: number, target: Uint8Array) => Promise<Uint8Array> {
+  const into = (device as { readInto?: unknown }).readInto;
+  if (typeof into === 'function') {
+    const readInto = into as (offset: number, target: Uint8Array) => Promise<void>;
+    return async (offset, target) => {
+      await readInto.call(device, offset, target);
+      return target;
+    };
+  }
+  return (offset, target) => device.read(offset, target.length);
+}
+
+/**
  * Converts the image at `sourcePath` into a new image at `targetPath` (which must not exist).
  * On failure the partly written target is removed.
  */
@@ -93,11 +109,28 @@ export async function convertImage(sourcePath: string, targetPath: string, optio
     const target = await openImage(targetPath, { format: options.targetFormat, compress: options.compress ?? false });
     try {
       const chunk = options.chunk ?? 2 * 1024 * 1024;
+      const parallel = Math.max(1, options.parallel ?? 8);
       const granule = options.targetFormat === 'qcow2' ? target.device.blockSize.preferred : 4096;
-      await forEachParallel(dataChunks(source.device, chunk), options.parallel ?? 8, async ({ offset, length }) => {
-        const data = await source.device.read(offset, length);
-        stats.bytesRead += length;
-        stats.bytesWritten += await writeSparse(target.device, offset, data, granule);
+      const read = reader(source.device);
+      // One buffer per request in flight, reused: memory stays bounded and nothing is left for the GC.
+      const free: Uint8Array[] = [];
+      let writing: Promise<void> = Promise.resolve();
+      await forEachParallel(dataChunks(source.device, chunk), parallel, async ({ offset, length }) => {
+        const buffer = free.pop() ?? new Uint8Array(chunk);
+        try {
+          const data = await read(offset, buffer.subarray(0, length));
+          stats.bytesRead += length;
+          if (options.targetFormat === 'raw') {
+            // In order, one at a time: parallel writes into one file only contend for its lock.
+            const turn = writing.then(() => writeSparse(target.device, offset, data, granule));
+            writing = turn.then(() => undefined, () => undefined);
+            stats.bytesWritten += await turn;
+          } else {
+            stats.bytesWritten += await writeSparse(target.device, offset, data, granule);
+          }
+        } finally {
+          free.push(buffer);
+        }
         options.onProgress?.(offset + length, source.device.size);
       });
       await target.device.flush();

@@ -7,7 +7,8 @@ import { type BlockDevice } from '../block/block-device.js';
 import { RawFileDevice, createRawFile } from '../block/raw-file-device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { createQcow2, type CreateQcow2Options } from './create.js';
-import { Qcow2Image } from './image/index.js';
+import { Qcow2Bitmaps } from './bitmaps/index.js';
+import { Qcow2Image, type Qcow2OpenOptions } from './image/index.js';
 import { probeImageFormat, type ImageFormat } from './info.js';
 
 /** Options of {@link openImage}. */
@@ -39,8 +40,26 @@ export async function openImage(path: string, options: OpenImageOptions = {}): P
   if (format === 'raw') {
     return { device: await RawFileDevice.open(path, { readOnly: options.readOnly ?? false }), format, chainLength: 1 };
   }
-  const image = await Qcow2Image.open(path, { readOnly: options.readOnly ?? false, compress: options.compress ?? false });
+  const image = await openQcow2Tracking(path, { readOnly: options.readOnly ?? false, compress: options.compress ?? false });
   return { device: image, format, chainLength: 1 + image.backingChain.length };
+}
+
+/**
+ * Opens a qcow2 image; when writable, its persistent bitmaps are loaded and record every write
+ * (stored back when the image closes), as QEMU and qemu-io do. Without this, a write would only
+ * make the bitmaps inconsistent (the image clears their auto-clear bit before its first change).
+ */
+export async function openQcow2Tracking(path: string, options: Qcow2OpenOptions = {}): Promise<Qcow2Image> {
+  const image = await Qcow2Image.open(path, options);
+  if (!image.capabilities.readOnly && image.info.version >= 3) {
+    try {
+      await Qcow2Bitmaps.attach(image, { mode: 'track' });
+    } catch (e) {
+      await image.close().catch(() => undefined);
+      throw e;
+    }
+  }
+  return image;
 }
 
 /** Options of {@link createImage}. */

@@ -8,10 +8,10 @@ import { ExtentFlags, type BlockDevice } from '../block/block-device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { type BackingFormat } from './image/backing.js';
 import { resolveBackingPath } from './image/backing.js';
-import { Qcow2Image } from './image/index.js';
+import { type Qcow2Image } from './image/index.js';
 import { firstDifference } from './compare.js';
 import { updateQcow2Header } from './header-file.js';
-import { openImage } from './open-image.js';
+import { openImage, openQcow2Tracking } from './open-image.js';
 import { probeImageFormat } from './info.js';
 
 /** Options of {@link rebaseImage}. */
@@ -48,7 +48,7 @@ export async function rebaseImage(path: string, newBacking: string | undefined, 
   const format = newPath === undefined ? undefined : options.backingFormat ?? (await probeImageFormat(newPath));
   const stats: RebaseStats = { bytesCopied: 0 };
   if (!options.unsafe) {
-    const image = await Qcow2Image.open(path);
+    const image = await openQcow2Tracking(path);
     try {
       const fresh = newPath === undefined ? undefined : await openImage(newPath, { readOnly: true, ...(format ? { format } : {}) });
       try {

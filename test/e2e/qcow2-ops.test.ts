@@ -253,3 +253,23 @@ describe('bitback image check against qemu-img check', { skip: needPeers('qemu-i
     assert.equal((await runProgram('qemu-img', ['check', leaky])).status, 0);
   });
 });
+
+describe('writes through bitback record into the image\'s persistent bitmaps', { skip: needPeers('qemu-img', 'qemu-nbd', 'nbdinfo') }, () => {
+  test('bitback io dirties an enabled bitmap as qemu-io would; a disabled one stays clean', async () => {
+    const { qemuBitmaps, qemuDirtyExtents } = await import('../../src/qcow2/bitmaps/testing/qemu-peers.js');
+    const image = join(dir, 'tracked.qcow2');
+    await sh('qemu-img', 'create', '-q', '-f', 'qcow2', image, '16M');
+    await sh('qemu-img', 'bitmap', '--add', '--granularity', '4K', image, 'on');
+    await sh('qemu-img', 'bitmap', '--add', '--disable', image, 'off');
+    await bitback('io', '-c', 'write -P 1 1M 10k', '-c', 'write -z 8M 4k', '-c', 'discard 12M 64k', image);
+    const info = await qemuBitmaps(image);
+    assert.deepEqual(info.map((b) => [b.name, b.flags]).sort(), [['off', []], ['on', ['auto']]]);
+    assert.deepEqual(await qemuDirtyExtents(image, 'on'), [
+      { offset: MiB, length: 12288 },
+      { offset: 8 * MiB, length: 4096 },
+      { offset: 12 * MiB, length: 65536 },
+    ]);
+    assert.deepEqual(await qemuDirtyExtents(image, 'off'), []);
+    await checkClean(image);
+  });
+});

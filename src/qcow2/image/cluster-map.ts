@@ -3,7 +3,9 @@
  * memory, L2 tables through a bounded LRU cache, and write-through updates of both.
  *
  * Lookups may run concurrently (a table being loaded is loaded once); updates run under the
- * image's exclusive lock.
+ * image's lock in metadata or exclusive mode. An allocating write claims the guest clusters
+ * whose mapping it is changing ({@link ClusterMap.claim}) from the moment it looks them up
+ * until their new L2 entries are written, so that no other write allocates them meanwhile.
  */
 import {
   Qcow2FormatError,
@@ -32,6 +34,8 @@ export class ClusterMap {
   readonly #l1: L1Entry[];
   readonly #cache: LruCache<number, Uint8Array>;
   readonly #loading = new Map<number, Promise<Uint8Array>>();
+  /** Guest clusters claimed by an allocating write, with a promise that settles when it lets go. */
+  readonly #claims = new Map<number, Promise<void>>();
   /** Host byte ranges an L2 table must not overlap (header, L1 table, refcount table). */
   readonly #forbidden: () => Array<{ offset: number; length: number; what: string }>;
 
@@ -148,6 +152,65 @@ export class ClusterMap {
       this.#cache.delete(l2Offset);
       throw e;
     }
+  }
+
+  /**
+   * Writes the defined entries of `updated` (undefined: unchanged) into the L2 table at
+   * `l2Offset` from `firstIndex`: into the cached table, then to the file in one write that
+   * spans the first to the last changed entry (the unchanged ones between are written back as
+   * they are).
+   */
+  async setEntriesSparse(l2Offset: number, firstIndex: number, updated: ReadonlyArray<L2Entry | undefined>): Promise<void> {
+    let first = 0;
+    while (first < updated.length && updated[first] === undefined) first++;
+    let last = updated.length - 1;
+    while (last >= first && updated[last] === undefined) last--;
+    if (first > last) return;
+    const table = await this.table(l2Offset);
+    const size = this.#g.l2EntrySize;
+    const from = (firstIndex + first) * size;
+    const to = (firstIndex + last + 1) * size;
+    const before = table.slice(from, to);
+    try {
+      for (let i = first; i <= last; i++) {
+        const entry = updated[i];
+        if (entry !== undefined) writeL2Entry(table, firstIndex + i, entry, this.#g);
+      }
+      await this.#file.write(l2Offset + from, table.subarray(from, to));
+    } catch (e) {
+      table.set(before, from);
+      this.#cache.delete(l2Offset);
+      throw e;
+    }
+  }
+
+  /**
+   * The promise of a write that has claimed one of `clusters` (guest cluster indexes), which
+   * settles when it lets go; undefined when none is claimed.
+   */
+  claimed(clusters: Iterable<number>): Promise<void> | undefined {
+    for (const cluster of clusters) {
+      const claim = this.#claims.get(cluster);
+      if (claim !== undefined) return claim;
+    }
+    return undefined;
+  }
+
+  /**
+   * Claims guest clusters `clusters` (none of them claimed: check with {@link claimed} under
+   * the same lock hold). Returns the function that lets go of them, once.
+   */
+  claim(clusters: readonly number[]): () => void {
+    let letGo!: () => void;
+    const claim = new Promise<void>((resolve) => (letGo = resolve));
+    for (const cluster of clusters) this.#claims.set(cluster, claim);
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      for (const cluster of clusters) this.#claims.delete(cluster);
+      letGo();
+    };
   }
 
   #checkPlacement(field: string, l2Offset: number): void {

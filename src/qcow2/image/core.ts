@@ -3,7 +3,8 @@
  * and the small metadata operations they have in common: making an L2 table writable, freeing
  * what an L2 entry held, placing compressed data, refusing writes into metadata.
  *
- * Everything here that changes metadata runs under the image's exclusive lock.
+ * Everything here that changes metadata runs under the image's lock in metadata or exclusive
+ * mode (see rw-lock.ts).
  */
 import type { BlockDevice } from '../../block/block-device.js';
 import { BitbackError } from '../../errors.js';
@@ -92,8 +93,8 @@ export async function writableL2(core: ImageCore, l1Index: number): Promise<numb
   if (current.l2Offset !== 0 && current.copied) return current.l2Offset;
   const refcounts = refcountsOf(core);
   const cs = core.g.clusterSize;
-  const run = await refcounts.allocate(1);
-  const offset = run.start * cs;
+  const [run] = await refcounts.allocateRuns(1);
+  const offset = run!.start * cs;
   const table = current.l2Offset === 0 ? new Uint8Array(cs) : (await core.map.table(current.l2Offset)).slice();
   await core.map.writeTable(offset, table);
   await core.map.setL1(l1Index, { l2Offset: offset, copied: true });
@@ -132,7 +133,7 @@ export async function allocateCompressedBytes(core: ImageCore, length: number): 
     tail.next += length;
     return offset;
   }
-  const run = await refcounts.allocate(1);
-  core.compressedTail = { cluster: run.start, next: run.start * cs + length };
-  return run.start * cs;
+  const [run] = await refcounts.allocateRuns(1);
+  core.compressedTail = { cluster: run!.start, next: run!.start * cs + length };
+  return run!.start * cs;
 }

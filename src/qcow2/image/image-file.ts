@@ -57,19 +57,20 @@ export class ImageFile {
     return buffer;
   }
 
-  /** Fills `target` from `position`; bytes past the end of the file are left as they are. */
+  /** Fills `target` (borrowed until the promise settles) from `position`; bytes past the end of the file read as zero. */
   async readInto(target: Uint8Array, position: number): Promise<void> {
     let done = 0;
     try {
       while (done < target.length) {
         const n = Math.min(target.length - done, MAX_SYSCALL);
         const { bytesRead } = await this.#handle.read(target, done, n, position + done);
-        if (bytesRead === 0) return;
+        if (bytesRead === 0) break;
         done += bytesRead;
       }
     } catch (e) {
       throw fromSystemError(`read ${target.length} bytes at ${position} of ${this.path}`, e);
     }
+    if (done < target.length) target.fill(0, done);
   }
 
   /** Writes all of `data` at `position` (borrowed until the promise settles). */

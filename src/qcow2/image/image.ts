@@ -27,9 +27,9 @@ import { withImagePath } from './errors.js';
 import { ImageFile } from './image-file.js';
 import { Qcow2Internals, type InternalsHost } from './internals.js';
 import { buildCore, loadMetadata } from './load.js';
-import { readGuest } from './reader.js';
+import { readGuest, readGuestInto } from './reader.js';
 import { RwLock } from './rw-lock.js';
-import { writeGuest, writeInPlace } from './writer.js';
+import { writeAllocating, writeGuest, writeInPlace } from './writer.js';
 import { trimGuest, zeroGuest } from './zeroing.js';
 
 /** Default L2 cache: 1 MiB, which maps 8 GiB of a disk with 64 KiB clusters. */
@@ -255,13 +255,27 @@ export class Qcow2Image implements BlockDevice {
     });
   }
 
+  /**
+   * Reads `target.length` guest bytes at `offset` into `target` (borrowed until the promise
+   * settles; what it held before does not matter), like `read` without allocating: for
+   * callers that reuse their buffers.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<void> {
+    const action = `read ${target?.length} bytes at ${offset} of ${this.path}`;
+    return this.#run(action, async () => {
+      if (!(target instanceof Uint8Array)) throw new InvalidArgumentError(action, 'target is not a Uint8Array');
+      checkRange(action, this.size, offset, target.length);
+      if (target.length > 0) await this.#lock.shared(() => readGuestInto(this.#core, offset, target));
+    });
+  }
+
   write(offset: number, data: Uint8Array, options: WriteOptions = {}): Promise<void> {
     const action = `write ${data?.length} bytes at ${offset} of ${this.path}`;
     return this.#run(action, async () => {
       if (!(data instanceof Uint8Array)) throw new InvalidArgumentError(action, 'data is not a Uint8Array');
       if (!(await this.#beginChange(action, offset, data.length))) return;
       const done = await this.#lock.shared(() => writeInPlace(this.#core, offset, data));
-      if (!done) await this.#lock.exclusive(() => writeGuest(this.#core, offset, data));
+      if (!done) await writeAllocating(this.#core, this.#lock, offset, data);
       if (options.fua === true) await this.#core.file.datasync();
     });
   }

@@ -10,7 +10,7 @@
  * metadata that points to it, remove references before freeing.
  */
 import { InvalidArgumentError, ReadOnlyError } from '../../errors.js';
-import { encodeImageHeader, type Qcow2Geometry, type Qcow2ImageHeader } from '../format/index.js';
+import { HeaderOffset, encodeImageHeader, encodeL1Table, type L1Entry, type Qcow2Geometry, type Qcow2ImageHeader } from '../format/index.js';
 import { forbiddenRanges, type ImageCore } from './core.js';
 import type { RwLock } from './rw-lock.js';
 
@@ -120,6 +120,94 @@ export class Qcow2Internals {
     await this.#host.core.file.write(0, bytes);
     await this.#host.core.file.datasync();
     this.#host.image = structuredClone(next);
+  }
+
+  /**
+   * `fdatasync` of the file: what was written before reaches the disk before anything written
+   * after (an ordering point, e.g. new bitmap tables before the header that points to them).
+   */
+  async datasync(): Promise<void> {
+    this.#writable('sync the file');
+    await this.#host.core.file.datasync();
+  }
+
+  // --- for internal snapshots (src/qcow2/snapshots/) ---------------------------------------
+
+  /** The largest refcount the image's refcount width holds (1 with `refcount_bits=1`). */
+  get maxRefcount(): number {
+    return this.#writable('read refcounts').max;
+  }
+
+  /** The stored refcount of the host cluster that holds file byte `offset`. */
+  refcount(offset: number): Promise<number> {
+    return this.#writable('read refcounts').get(Math.floor(offset / this.#host.core.g.clusterSize));
+  }
+
+  /**
+   * Adds one reference to each of `count` clusters from byte offset `offset` (cluster-aligned),
+   * written through before this resolves. The clusters must be in use (have refcount blocks);
+   * a refcount past {@link maxRefcount} is refused before anything changes in its block.
+   */
+  async incrementClusters(offset: number, count: number): Promise<void> {
+    const refcounts = this.#writable('add cluster references');
+    const cs = this.#host.core.g.clusterSize;
+    if (offset % cs !== 0 || !Number.isSafeInteger(count) || count < 0) {
+      throw new InvalidArgumentError('add cluster references', `offset ${offset} is not cluster-aligned or count ${count} is not a count`);
+    }
+    await refcounts.increment(offset / cs, count);
+  }
+
+  /** A copy of the active L1 table as the image holds it. */
+  activeL1(): L1Entry[] {
+    const map = this.#host.core.map;
+    return Array.from({ length: map.l1Size }, (_, i) => ({ ...map.l1(i) }));
+  }
+
+  /**
+   * Replaces the whole active L1 table with `entries` (as many as the table has): one write of
+   * the table, synced, then the image's in-memory copy. Only for code that has made every L2
+   * table and cluster it points to counted (and drops the cached L2 tables' meaning: reopen
+   * the image before guest I/O when the tables changed underneath).
+   */
+  async replaceActiveL1(entries: readonly L1Entry[]): Promise<void> {
+    this.#writable('replace the active L1 table');
+    const { core, image } = this.#host;
+    if (entries.length !== core.map.l1Size) {
+      throw new InvalidArgumentError('replace the active L1 table', `${entries.length} entries given, the table has ${core.map.l1Size}`);
+    }
+    await core.file.write(image.header.l1TableOffset, encodeL1Table(entries, core.g));
+    await core.file.datasync();
+    for (const [i, entry] of entries.entries()) {
+      const current = core.map.l1(i);
+      if (current.l2Offset !== entry.l2Offset || current.copied !== entry.copied) await core.map.setL1(i, entry);
+    }
+  }
+
+  /** Writes active L1 entry `index` (COPIED flag updates), to the file and the in-memory table. */
+  async setActiveL1Entry(index: number, entry: L1Entry): Promise<void> {
+    this.#writable('update the active L1 table');
+    if (!Number.isSafeInteger(index) || index < 0 || index >= this.#host.core.map.l1Size) {
+      throw new InvalidArgumentError('update the active L1 table', `index ${index} is outside the table`);
+    }
+    await this.#host.core.map.setL1(index, entry);
+  }
+
+  /**
+   * Points the header at a snapshot table: `nb_snapshots` and `snapshots_offset` in one 12-byte
+   * write (they are adjacent, spec "Header" bytes 60-71), synced before and after. The table
+   * must be written and counted first; the old one is the caller's to free afterwards.
+   */
+  async writeSnapshotTablePointer(count: number, offset: number): Promise<void> {
+    this.#writable('update the snapshot table pointer');
+    const bytes = new Uint8Array(12);
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, count);
+    view.setBigUint64(4, BigInt(offset));
+    await this.#host.core.file.datasync();
+    await this.#host.core.file.write(HeaderOffset.NB_SNAPSHOTS, bytes);
+    await this.#host.core.file.datasync();
+    this.#host.image.header.nbSnapshots = count;
+    this.#host.image.header.snapshotsOffset = offset;
   }
 
   /**

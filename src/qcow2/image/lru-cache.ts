@@ -2,7 +2,8 @@
  * A bounded least-recently-used cache, for L2 tables and refcount blocks.
  *
  * The image writes metadata through to the file, so cached values are never dirty: evicting
- * one only costs a later read.
+ * one only costs a later read. (Refcount blocks with a write still in flight are kept apart
+ * from the cache until it lands, see `Refcounts`.)
  */
 
 /** A map of at most `capacity` entries that forgets the least recently used one first. */

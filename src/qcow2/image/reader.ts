@@ -5,11 +5,14 @@
  * ones without a backing file). Runs that are contiguous on the host are read in one call, and
  * the pieces of one request are read concurrently.
  *
- * The caller holds the image's lock (shared or exclusive), so that no cluster it reads is freed
- * and reused meanwhile.
+ * The caller holds the image's lock (any mode), so that no cluster it reads is freed and reused
+ * meanwhile; a read planned under the lock ({@link planRead}) may run after the lock is released
+ * ({@link runRead}) only while something else keeps its clusters, as the claim of an allocating
+ * write does for the copy-on-write source of its clusters.
  */
 import { subclusterKind, type CompressedCluster, type L2Entry } from '../format/index.js';
 import { inflateCluster } from './compression.js';
+import type { BlockDevice } from '../../block/block-device.js';
 import type { ImageCore } from './core.js';
 
 type Piece =
@@ -22,12 +25,51 @@ type Piece =
  * bytes of zero clusters are left untouched). The range must lie within the virtual size.
  */
 export async function readGuest(core: ImageCore, offset: number, target: Uint8Array): Promise<void> {
-  const pieces = await planRead(core, offset, offset + target.length);
-  await Promise.all(pieces.map((piece) => readPiece(core, offset, target, piece)));
+  await runRead(core, await planRead(core, offset, target.length), target);
+}
+
+/**
+ * Reads `target.length` guest bytes at `offset` into `target`, whatever it held before (the
+ * bytes that no cluster supplies are zeroed). The range must lie within the virtual size.
+ */
+export async function readGuestInto(core: ImageCore, offset: number, target: Uint8Array): Promise<void> {
+  const plan = await planRead(core, offset, target.length);
+  let at = 0;
+  for (const piece of plan.pieces) {
+    const from = piece.guest - offset;
+    if (from > at) target.fill(0, at, from);
+    at = from + piece.length;
+  }
+  if (at < target.length) target.fill(0, at);
+  await runRead(core, plan, target);
+}
+
+/**
+ * A read looked up but not yet done: where each piece of a guest range comes from. Only valid
+ * while nothing the pieces read from can be freed (the lock held, or the clusters claimed).
+ */
+export interface ReadPlan {
+  /** Guest byte offset of the range. */
+  readonly offset: number;
+  readonly pieces: readonly Piece[];
+}
+
+/** Looks up where the `length` guest bytes at `offset` come from (the L2 lookups only). */
+export async function planRead(core: ImageCore, offset: number, length: number): Promise<ReadPlan> {
+  return { offset, pieces: await planPieces(core, offset, offset + length) };
+}
+
+/**
+ * Reads what `plan` says into `target` (as long as the planned range, zero-filled). Does no
+ * lookups, so it may run while the mapping changes elsewhere.
+ */
+export async function runRead(core: ImageCore, plan: ReadPlan, target: Uint8Array): Promise<void> {
+  if (plan.pieces.length === 1) return readPiece(core, plan.offset, target, plan.pieces[0]!);
+  await Promise.all(plan.pieces.map((piece) => readPiece(core, plan.offset, target, piece)));
 }
 
 /** The pieces of guest range `[offset, end)`, merged where contiguous. */
-async function planRead(core: ImageCore, offset: number, end: number): Promise<Piece[]> {
+async function planPieces(core: ImageCore, offset: number, end: number): Promise<Piece[]> {
   const { g, map } = core;
   const cs = g.clusterSize;
   const pieces: Piece[] = [];
@@ -102,9 +144,12 @@ async function readPiece(core: ImageCore, offset: number, target: Uint8Array, pi
       return;
     case 'backing': {
       const backing = core.backing;
-      if (backing === undefined || piece.guest >= backing.size) return;
-      const length = Math.min(piece.length, backing.size - piece.guest);
-      target.set(await backing.read(piece.guest, length), at);
+      const length = backing === undefined ? 0 : Math.max(0, Math.min(piece.length, backing.size - piece.guest));
+      if (length < piece.length) target.fill(0, at + length, at + piece.length); // past the end of the backing file
+      if (length === 0) return;
+      const into = target.subarray(at, at + length);
+      if (hasReadInto(backing!)) await backing.readInto(piece.guest, into);
+      else into.set(await backing!.read(piece.guest, length));
       return;
     }
     case 'compressed': {
@@ -118,6 +163,11 @@ async function readPiece(core: ImageCore, offset: number, target: Uint8Array, pi
       throw new Error(`unknown piece ${String(never)}`);
     }
   }
+}
+
+/** A device that can read into a buffer of the caller's (raw files, qcow2 images). */
+function hasReadInto(device: BlockDevice): device is BlockDevice & { readInto(offset: number, target: Uint8Array): Promise<void> } {
+  return typeof (device as { readInto?: unknown }).readInto === 'function';
 }
 
 /** The inflated content of a compressed cluster, through the image's one-cluster cache. */

@@ -4,7 +4,8 @@
  * table. Every change is written through to the file before the promise resolves, in an order
  * that leaves at worst leaked clusters when the process dies half-way (docs/qcow2-image.md).
  *
- * Callers hold the image's exclusive lock around every method that changes anything.
+ * Callers hold the image's lock in metadata or exclusive mode around every method that changes
+ * anything.
  */
 import { BitbackError } from '../../errors.js';
 import {
@@ -35,6 +36,18 @@ export interface ClusterRun {
   count: number;
 }
 
+/** The deferred writes of one refcount block (see `Refcounts.#pinnedWrite`). */
+interface BlockWriter {
+  block: Uint8Array;
+  /** A write is in flight. */
+  running: boolean;
+  /** Byte range changed since the last write started. */
+  from: number;
+  to: number;
+  /** Whose changes the next write carries. */
+  waiters: Array<{ resolve: () => void; reject: (e: unknown) => void }>;
+}
+
 /** Refcount structures as found at open. */
 export interface RefcountTableState {
   /** Byte offset of the refcount table. */
@@ -58,6 +71,12 @@ export class Refcounts {
   #tableClusters: number;
   /** No cluster below this one is free. */
   #cursor = 0;
+  /**
+   * Blocks with writes in flight that nobody awaits yet (see allocateRunsDeferred), by byte
+   * offset: kept here whatever the cache evicts, so that no one reads them back from the file
+   * before the writes land.
+   */
+  readonly #writing = new Map<number, BlockWriter>();
 
   /**
    * @param cacheBlocks - refcount blocks kept in memory (at least 1)
@@ -98,26 +117,50 @@ export class Refcounts {
   }
 
   /**
-   * Allocates up to `max` contiguous clusters at the first free cluster: their refcounts are 1
-   * (written to the file) when this resolves. Returns the run, at least one cluster long.
+   * Allocates up to `max` clusters, first-fit from the cursor, in as many runs as it takes:
+   * their refcounts are 1 (written, one write per refcount block) when this resolves. Stops
+   * early where a refcount block must be created first. Returns the runs in ascending order,
+   * at least one cluster in all.
    */
-  async allocate(max: number): Promise<ClusterRun> {
+  async allocateRuns(max: number): Promise<ClusterRun[]> {
+    const { runs, written } = await this.allocateRunsDeferred(max);
+    await written;
+    return runs;
+  }
+
+  /**
+   * Like {@link allocateRuns}, but resolves once the refcounts are set in memory and their
+   * writes are issued; `written` settles when they are in the file. Nothing may point to the
+   * clusters before that (the counts must land first); their data may be written meanwhile.
+   * Whatever a write puts in the file is a state where the clusters are counted, so a failed
+   * or lost write leaves at worst a leak.
+   */
+  async allocateRunsDeferred(max: number): Promise<{ runs: ClusterRun[]; written: Promise<void> }> {
     const E = this.#g.refcountBlockEntries;
-    for (;;) {
-      const start = await this.#firstFree(this.#cursor);
+    const runs: ClusterRun[] = [];
+    let total = 0;
+    for (let from = this.#cursor; total < max; ) {
+      const start = await this.#firstFree(from);
       const ti = Math.floor(start / E);
       if (!this.#hasBlock(ti)) {
-        // The new block takes the first cluster of its own range, usually `start` itself.
+        if (runs.length > 0) break; // count what was found first; the block comes next time
         await this.#createBlock(ti);
         continue;
       }
       let count = 1;
-      while (count < max && this.#hasBlock(Math.floor((start + count) / E)) && (await this.get(start + count)) === 0) count++;
+      while (total + count < max && this.#hasBlock(Math.floor((start + count) / E)) && (await this.get(start + count)) === 0) count++;
       this.#checkNotFixed(start, count);
-      await this.#update(start, count, +1);
-      this.#cursor = start + count;
-      return { start, count };
+      runs.push({ start, count });
+      total += count;
+      from = start + count;
     }
+    const writes: Array<Promise<void>> = [];
+    await this.#updateRuns(runs, +1, writes);
+    const last = runs[runs.length - 1]!;
+    this.#cursor = last.start + last.count;
+    const written = Promise.all(writes).then(() => undefined);
+    written.catch(() => {}); // the caller awaits it; not unhandled meanwhile
+    return { runs, written };
   }
 
   /** Adds one to the refcount of each cluster of the run (they must have refcount blocks). */
@@ -143,8 +186,48 @@ export class Refcounts {
     return ti < this.#table.length && this.#table[ti] !== 0;
   }
 
+  /**
+   * Writes bytes `[from, to)` of `block` (at byte `offset`), keeping the block pinned until the
+   * write lands. Writes of one block are coalesced: while one is in flight, later changes wait
+   * and go together in the next, which spans them all (each write copies the block as it is
+   * when it starts, so it carries every change made before).
+   */
+  #pinnedWrite(offset: number, block: Uint8Array, from: number, to: number): Promise<void> {
+    let writer = this.#writing.get(offset);
+    if (writer === undefined) {
+      writer = { block, running: false, from, to, waiters: [] };
+      this.#writing.set(offset, writer);
+    }
+    writer.from = Math.min(writer.from, from);
+    writer.to = Math.max(writer.to, to);
+    const landed = new Promise<void>((resolve, reject) => writer.waiters.push({ resolve, reject }));
+    if (!writer.running) void this.#drainWrites(offset, writer);
+    return landed;
+  }
+
+  async #drainWrites(offset: number, writer: BlockWriter): Promise<void> {
+    writer.running = true;
+    while (writer.waiters.length > 0) {
+      const waiters = writer.waiters.splice(0);
+      const { from, to } = writer;
+      writer.from = Infinity;
+      writer.to = -1;
+      try {
+        await this.#file.write(offset + from, writer.block.subarray(from, to));
+        for (const waiter of waiters) waiter.resolve();
+      } catch (e) {
+        for (const waiter of waiters) waiter.reject(e);
+      }
+    }
+    writer.running = false;
+    this.#writing.delete(offset);
+    this.#blocks.set(offset, writer.block);
+  }
+
   async #block(ti: number): Promise<Uint8Array> {
     const offset = this.#table[ti]!;
+    const pinned = this.#writing.get(offset);
+    if (pinned !== undefined) return pinned.block;
     const cached = this.#blocks.get(offset);
     if (cached !== undefined) return cached;
     const block = await this.#file.read(offset, this.#g.clusterSize);
@@ -166,51 +249,93 @@ export class Refcounts {
     }
   }
 
+  /** Changes the refcounts of a run by `delta` (see {@link Refcounts.#updateRuns}). */
+  #update(start: number, count: number, delta: 1 | -1): Promise<void> {
+    return this.#updateRuns([{ start, count }], delta);
+  }
+
   /**
-   * Changes the refcounts of a run by `delta`, block by block: all new values are checked first,
-   * then set and written. The blocks must exist.
+   * Subtracts one from the refcount of every cluster of `runs` (ascending, not overlapping),
+   * with one write per refcount block.
    */
-  async #update(start: number, count: number, delta: 1 | -1): Promise<void> {
+  decrementRuns(runs: readonly ClusterRun[]): Promise<void> {
+    return this.#updateRuns(runs, -1);
+  }
+
+  /**
+   * Changes the refcounts of `runs` (ascending, not overlapping) by `delta`, block by block:
+   * in each block all new values are checked first, then set, then written in one write that
+   * spans the changed entries. The blocks must exist.
+   */
+  async #updateRuns(runs: readonly ClusterRun[], delta: 1 | -1, deferred?: Array<Promise<void>>): Promise<void> {
+    const E = this.#g.refcountBlockEntries;
+    let pending: ClusterRun[] = [];
+    let blockIndex = -1;
+    for (const run of runs) {
+      for (let c = run.start; c < run.start + run.count; ) {
+        const ti = Math.floor(c / E);
+        const end = Math.min(run.start + run.count, (ti + 1) * E);
+        if (ti !== blockIndex && pending.length > 0) {
+          await this.#updateBlock(blockIndex, pending, delta, deferred);
+          pending = [];
+        }
+        blockIndex = ti;
+        pending.push({ start: c, count: end - c });
+        c = end;
+      }
+    }
+    if (pending.length > 0) await this.#updateBlock(blockIndex, pending, delta, deferred);
+  }
+
+  /**
+   * Changes the refcounts of `runs`, all in the block of table index `ti`, with one write:
+   * awaited, or, with `deferred`, issued and pushed there (the block stays pinned until it lands).
+   */
+  async #updateBlock(ti: number, runs: readonly ClusterRun[], delta: 1 | -1, deferred?: Array<Promise<void>>): Promise<void> {
     const E = this.#g.refcountBlockEntries;
     const order = this.#g.refcountOrder;
     const bits = this.#g.refcountBits;
     const path = this.#file.path;
-    for (let c = start; c < start + count; ) {
-      const ti = Math.floor(c / E);
-      const end = Math.min(start + count, (ti + 1) * E);
-      if (!this.#hasBlock(ti)) {
-        if (delta < 0) throw corruptImage(path, `refcount_table[${ti}]`, `cluster ${c} is in use but has no refcount block`);
-        throw new BitbackError('INTERNAL', `update refcounts of ${path}`, `cluster ${c} has no refcount block`);
-      }
-      const block = await this.#block(ti);
-      const first = c - ti * E;
-      const last = end - ti * E;
-      for (let i = first; i < last; i++) {
+    if (!this.#hasBlock(ti)) {
+      const c = runs[0]!.start;
+      if (delta < 0) throw corruptImage(path, `refcount_table[${ti}]`, `cluster ${c} is in use but has no refcount block`);
+      throw new BitbackError('INTERNAL', `update refcounts of ${path}`, `cluster ${c} has no refcount block`);
+    }
+    const block = await this.#block(ti);
+    for (const run of runs) {
+      for (let i = run.start - ti * E; i < run.start + run.count - ti * E; i++) {
         const value = getRefcount(block, i, order) + delta;
         if (value < 0) throw corruptImage(path, `refcount_block[${ti}][${i}]`, `the refcount of cluster ${ti * E + i} is 0 but the cluster is in use`);
         if (value > this.#max) {
           throw corruptImage(path, `refcount_block[${ti}][${i}]`, `the refcount of cluster ${ti * E + i} would exceed ${this.#max}, the largest ${bits}-bit refcount`);
         }
       }
-      const freed: number[] = [];
-      for (let i = first; i < last; i++) {
+    }
+    const freed: number[] = [];
+    for (const run of runs) {
+      for (let i = run.start - ti * E; i < run.start + run.count - ti * E; i++) {
         const value = getRefcount(block, i, order) + delta;
         setRefcount(block, i, order, value);
         if (value === 0) freed.push(ti * E + i);
       }
-      const fromByte = Math.floor((first * bits) / 8);
-      const toByte = Math.ceil((last * bits) / 8);
+    }
+    const last = runs[runs.length - 1]!;
+    const fromByte = Math.floor(((runs[0]!.start - ti * E) * bits) / 8);
+    const toByte = Math.ceil(((last.start + last.count - ti * E) * bits) / 8);
+    const offset = this.#table[ti]!;
+    if (deferred !== undefined) {
+      deferred.push(this.#pinnedWrite(offset, block, fromByte, toByte));
+    } else {
       try {
-        await this.#file.write(this.#table[ti]! + fromByte, block.subarray(fromByte, toByte));
+        await this.#file.write(offset + fromByte, block.subarray(fromByte, toByte));
       } catch (e) {
-        this.#blocks.delete(this.#table[ti]!); // the cached copy no longer matches the file
+        if (!this.#writing.has(offset)) this.#blocks.delete(offset); // the cached copy no longer matches the file
         throw e;
       }
-      for (const cluster of freed) {
-        this.#cursor = Math.min(this.#cursor, cluster);
-        for (const listener of this.#freedListeners) listener(cluster);
-      }
-      c = end;
+    }
+    for (const cluster of freed) {
+      this.#cursor = Math.min(this.#cursor, cluster);
+      for (const listener of this.#freedListeners) listener(cluster);
     }
   }
 

@@ -44,7 +44,13 @@ function split(core: ImageCore, offset: number, length: number): Split {
   const end = offset + length;
   const wholeStart = Math.ceil(offset / cs) * cs;
   const wholeEnd = end === core.size ? Math.ceil(end / cs) * cs : Math.floor(end / cs) * cs;
-  if (wholeStart >= wholeEnd) return { first: 0, count: 0, partial: length > 0 ? [[offset, end]] : [] };
+  if (wholeStart >= wholeEnd) {
+    // No whole cluster: one partial piece, or two when the range crosses a cluster boundary
+    // (each is checked for zeroes on its own cluster).
+    if (length === 0) return { first: 0, count: 0, partial: [] };
+    const boundary = Math.floor((end - 1) / cs) * cs;
+    return { first: 0, count: 0, partial: boundary > offset ? [[offset, boundary], [boundary, end]] : [[offset, end]] };
+  }
   const partial: Array<[number, number]> = [];
   if (offset < wholeStart) partial.push([offset, wholeStart]);
   if (wholeEnd < end) partial.push([wholeEnd, end]);
