@@ -1,8 +1,10 @@
 /**
  * Host cluster management of an open image (spec "Host cluster management"): reading and
  * changing refcounts, finding free clusters, creating refcount blocks and growing the refcount
- * table. Every change is written through to the file before the promise resolves, in an order
- * that leaves at worst leaked clusters when the process dies half-way (docs/qcow2-image.md).
+ * table. Every change is written through to the file before the promise resolves (but for
+ * `allocateRunsDeferred`, whose caller awaits the write itself before anything points to the
+ * clusters), in an order that leaves at worst leaked clusters when the process dies half-way
+ * (docs/qcow2-image.md).
  *
  * Callers hold the image's lock in metadata or exclusive mode around every method that changes
  * anything.
