@@ -6,6 +6,7 @@
  * all). What it does instead: `trim` is a successful no-op, `writeZeroes` writes zero buffers, and
  * `blockStatus` detects zeroes by reading.
  */
+import { createNewFile } from './new-file.js';
 import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
 import type { Stats } from 'node:fs';
 import {
@@ -71,15 +72,7 @@ export async function createRawFile(path: string, size: number, options: CreateR
   if (!Number.isSafeInteger(size) || size < 0) {
     throw new InvalidArgumentError(action, `size ${size} is not a non-negative integer`);
   }
-  let handle: FileHandle;
-  try {
-    handle = await open(path, 'wx');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new BitbackError('ALREADY_EXISTS', action, 'the file exists', { cause: e });
-    if (code === 'ENOENT') throw new NotFoundError(action, 'its directory does not exist', { cause: e });
-    throw fromSystemError(action, e);
-  }
+  const handle = await createNewFile(path, action);
   try {
     if (options.preallocate === true) {
       for (let position = 0; position < size; position += ZERO_BUFFER.length) {

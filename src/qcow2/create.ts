@@ -4,7 +4,8 @@
  * table, the refcount blocks, the L1 table; with `preallocation: 'metadata'` every L2 table
  * too, each followed by the (sparse) data clusters it maps.
  */
-import { open, stat, unlink, type FileHandle } from 'node:fs/promises';
+import { createNewFile } from '../block/new-file.js';
+import { stat, unlink, type FileHandle } from 'node:fs/promises';
 import { BitbackError, InvalidArgumentError, NotFoundError, fromSystemError } from '../errors.js';
 import { isPowerOfTwo } from '../block/block-size.js';
 import {
@@ -106,15 +107,7 @@ export async function createQcow2(path: string, options: CreateQcow2Options): Pr
     throw e;
   }
 
-  let handle: FileHandle;
-  try {
-    handle = await open(path, 'wx');
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'EEXIST') throw new BitbackError('ALREADY_EXISTS', action, 'the file exists', { cause: e });
-    if (code === 'ENOENT') throw new NotFoundError(action, 'its directory does not exist', { cause: e });
-    throw fromSystemError(action, e);
-  }
+  const handle = await createNewFile(path, action);
   try {
     await writeImage(handle, geometry, layout, headerCluster);
     await handle.sync();
