@@ -10,6 +10,9 @@ import { forEachParallel } from '../block/parallel.js';
 import { createImage, openImage, type CreateImageOptions } from './open-image.js';
 import { type ImageFormat } from './info.js';
 
+/** Bytes written between two background flushes of the target. */
+const SYNC_INTERVAL = 64 * 1024 * 1024;
+
 /** Options of {@link convertImage}. */
 export interface ConvertOptions {
   /** Source format; probed when omitted. */
@@ -115,6 +118,21 @@ export async function convertImage(sourcePath: string, targetPath: string, optio
       // One buffer per request in flight, reused: memory stays bounded and nothing is left for the GC.
       const free: Uint8Array[] = [];
       let writing: Promise<void> = Promise.resolve();
+      // Flush in the background every SYNC_INTERVAL bytes written, at most one flush at a time, so
+      // that the kernel writes the data back while the copy goes on and the final flush (the
+      // target must be durable) finds little left to do.
+      let sinceSync = 0;
+      let syncing: Promise<void> | undefined;
+      let syncError: unknown;
+      const backgroundSync = (written: number): void => {
+        sinceSync += written;
+        if (sinceSync < SYNC_INTERVAL || syncing !== undefined) return;
+        sinceSync = 0;
+        syncing = target.device.flush().then(
+          () => { syncing = undefined; },
+          (e: unknown) => { syncError ??= e; syncing = undefined; },
+        );
+      };
       await forEachParallel(dataChunks(source.device, chunk), parallel, async ({ offset, length }) => {
         const buffer = free.pop() ?? new Uint8Array(chunk);
         try {
@@ -124,15 +142,21 @@ export async function convertImage(sourcePath: string, targetPath: string, optio
             // In order, one at a time: parallel writes into one file only contend for its lock.
             const turn = writing.then(() => writeSparse(target.device, offset, data, granule));
             writing = turn.then(() => undefined, () => undefined);
-            stats.bytesWritten += await turn;
+            const written = await turn;
+            stats.bytesWritten += written;
+            backgroundSync(written);
           } else {
-            stats.bytesWritten += await writeSparse(target.device, offset, data, granule);
+            const written = await writeSparse(target.device, offset, data, granule);
+            stats.bytesWritten += written;
+            backgroundSync(written);
           }
         } finally {
           free.push(buffer);
         }
         options.onProgress?.(offset + length, source.device.size);
       });
+      await syncing;
+      if (syncError !== undefined) throw syncError;
       await target.device.flush();
     } finally {
       await target.device.close();
