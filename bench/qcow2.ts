@@ -150,7 +150,7 @@ export async function run(): Promise<BenchResult[]> {
         () => timed('qemu-img', ['convert', '-t', 'writeback', '-f', 'raw', '-O', 'qcow2', source, theirs]),
         removeOutputs,
         'qemu-img -t writeback',
-        false,
+        true,
       )).slice(0, 1),
     );
     // Keep one output of each for the size comparison and the read-back.
