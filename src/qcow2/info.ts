@@ -10,7 +10,6 @@ import {
   CompatibleFeature,
   IncompatibleFeature,
   MAX_SNAPSHOT_TABLE_BYTES,
-  QCOW2_MAGIC,
   decodeBitmapDirectory,
   decodeImageHeader,
   decodeSnapshotTable,
@@ -19,7 +18,7 @@ import {
   type Qcow2ImageHeader,
 } from './format/index.js';
 import { corruptImage, withImagePath } from './image/errors.js';
-import { resolveBackingPath } from './image/backing.js';
+import { probeFormat, resolveBackingPath } from './image/backing.js';
 
 /** An image format bitback reads. */
 export type ImageFormat = 'raw' | 'qcow2';
@@ -91,9 +90,8 @@ async function readAt(path: string, position: number, length: number): Promise<U
 }
 
 /** Tells qcow2 from raw by the magic (a file shorter than 4 bytes is raw). */
-export async function probeImageFormat(path: string): Promise<ImageFormat> {
-  const head = await readImageStart(path, 4);
-  return head.length === 4 && new DataView(head.buffer, head.byteOffset).getUint32(0) === QCOW2_MAGIC ? 'qcow2' : 'raw';
+export function probeImageFormat(path: string): Promise<ImageFormat> {
+  return probeFormat(path, `open image ${path}`);
 }
 
 async function readImageStart(path: string, length: number): Promise<Uint8Array> {
@@ -108,12 +106,13 @@ async function readImageStart(path: string, length: number): Promise<Uint8Array>
 /** Decodes the first cluster of a qcow2 image (header, extensions, backing file name). */
 export async function readQcow2Header(path: string): Promise<{ image: Qcow2ImageHeader; fileSize: number }> {
   const fileSize = (await stat(path)).size;
-  // The header cluster is at most 2 MiB; read the largest possible one and let the codec check it.
-  const head = await readImageStart(path, 2 * 1024 * 1024);
+  // cluster_bits is the big-endian u32 at byte 20: read that many bytes, the first cluster. The
+  // codec validates the value; this only bounds the read to 512 B .. 2 MiB.
+  const start = await readImageStart(path, 24);
+  const clusterBits = Math.min(21, Math.max(9, start[23] ?? 16));
+  const head = await readImageStart(path, 2 ** clusterBits);
   try {
-    // cluster_bits is the big-endian u32 at byte 20; the codec validates it, this only bounds the slice.
-    const clusterBits = Math.min(21, Math.max(9, head[23] ?? 16));
-    const image = decodeImageHeader(head.subarray(0, Math.min(head.length, 2 ** clusterBits)), fileSize);
+    const image = decodeImageHeader(head, fileSize);
     return { image, fileSize };
   } catch (e) {
     throw withImagePath(path, e);

@@ -5,7 +5,7 @@
  * corruption — exactly what QEMU gives after `kill -9`.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,6 +17,7 @@ import { qemuBitmaps } from '../../src/qcow2/bitmaps/testing/qemu-peers.js';
 import { createQcow2 } from '../../src/qcow2/create.js';
 import { checkImage, qemuImg } from '../../src/qcow2/image/testing/qemu-tools.js';
 import { runBitback } from '../helpers/cli.js';
+import { whenReady } from '../helpers/child.js';
 import { needPeers } from '../helpers/peers.js';
 
 const M = 1024 * 1024;
@@ -43,19 +44,6 @@ for (;;) {
   await bitmaps.image.write(offset, new Uint8Array(1 + next(65536)).fill(1 + next(255)));
 }
 `;
-
-/** Resolves once the child printed `ready`; rejects if it exits first. */
-function whenReady(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('ready')) resolve();
-    });
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before it was ready: ${output}`)));
-  });
-}
 
 test('a writer killed with SIGKILL leaves its bitmaps in use: bitback loads them inconsistent, refuses them, and can remove them', { skip: needPeers('qemu-img') }, async () => {
   const path = join(dir, 'killed.qcow2');

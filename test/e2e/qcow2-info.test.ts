@@ -8,7 +8,7 @@ import { mkdtemp, rm, writeFile, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needPeers } from '../helpers/peers.js';
-import { runProgram } from '../helpers/cli.js';
+import { mustRun } from '../../src/qcow2/check/testing/qemu-tools.js';
 import { imageInfo, imageInfoChain } from '../../src/qcow2/info.js';
 import { BitbackError } from '../../src/errors.js';
 
@@ -20,11 +20,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function sh(program: string, ...args: string[]): Promise<string> {
-  const r = await runProgram(program, args);
-  assert.equal(r.status, 0, `${program} ${args.join(' ')}: ${r.stderr}`);
-  return r.stdout;
-}
+/** Runs a peer program and fails unless it exits 0; resolves with its standard output. */
+const sh = (program: string, ...args: string[]): Promise<string> => mustRun(program, args);
 
 async function qemuInfo(path: string, chain = false): Promise<unknown> {
   return JSON.parse(await sh('qemu-img', 'info', '-U', '--output=json', ...(chain ? ['--backing-chain'] : []), path));

@@ -5,7 +5,7 @@
  * leaked clusters are allowed, nothing else is.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,7 @@ import { Random } from '../../src/block/testing/pattern.js';
 import { createQcow2, type CreateQcow2Options } from '../../src/qcow2/create.js';
 import { Qcow2Image } from '../../src/qcow2/image/index.js';
 import { checkImage } from '../../src/qcow2/image/testing/qemu-tools.js';
+import { whenReady } from '../helpers/child.js';
 import { needPeers } from '../helpers/peers.js';
 
 const MiB = 1024 * 1024;
@@ -48,19 +49,6 @@ for (let step = 0; ; step++) {
   await Promise.allSettled(work);
 }
 `;
-
-/** Resolves once the child printed `ready`; rejects if it exits first. */
-function whenReady(child: ChildProcess): Promise<void> {
-  return new Promise((resolve, reject) => {
-    let output = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString();
-      if (output.includes('ready')) resolve();
-    });
-    child.stderr!.on('data', (chunk: Buffer) => (output += chunk.toString()));
-    child.once('exit', (code) => reject(new Error(`the writer exited (${code}) before it was ready: ${output}`)));
-  });
-}
 
 const rounds: Array<[string, CreateQcow2Options, boolean]> = [
   ['64 KiB clusters', { size: 32 * MiB }, false],

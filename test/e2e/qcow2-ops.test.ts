@@ -8,6 +8,7 @@ import { mkdtemp, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { needPeers } from '../helpers/peers.js';
+import { mustRun } from '../../src/qcow2/check/testing/qemu-tools.js';
 import { runBitback, runProgram } from '../helpers/cli.js';
 
 const MiB = 1024 * 1024;
@@ -19,11 +20,8 @@ after(async () => {
   await rm(dir, { recursive: true, force: true });
 });
 
-async function sh(program: string, ...args: string[]): Promise<string> {
-  const r = await runProgram(program, args);
-  assert.equal(r.status, 0, `${program} ${args.join(' ')}: ${r.stdout}${r.stderr}`);
-  return r.stdout;
-}
+/** Runs a peer program and fails unless it exits 0; resolves with its standard output. */
+const sh = (program: string, ...args: string[]): Promise<string> => mustRun(program, args);
 
 async function bitback(...args: string[]): Promise<string> {
   const r = await runBitback(args);
@@ -64,7 +62,6 @@ describe('bitback image against qemu-img', { skip: needPeers('qemu-img', 'qemu-i
       assert.equal(info['virtual-size'], 100 * MiB);
       for (const [k, v] of Object.entries(expected)) assert.equal(info[k], v, `${name} ${k}`);
     }
-    const base = join(dir, 'c1.qcow2');
     const overlay = join(dir, 'overlay.qcow2');
     await bitback('image', 'create', '-q', '-b', 'c1.qcow2', '-F', 'qcow2', overlay);
     const info = JSON.parse(await sh('qemu-img', 'info', '--output=json', overlay)) as Record<string, unknown>;
@@ -76,7 +73,6 @@ describe('bitback image against qemu-img', { skip: needPeers('qemu-img', 'qemu-i
     assert.equal((await stat(raw)).size, 5 * MiB);
     const exists = await runBitback(['image', 'create', '-q', '-f', 'raw', raw, '5M']);
     assert.equal(exists.status, 6, exists.stderr);
-    void base;
   });
 
   test('map --json gives the runs qemu-img map gives (host offsets aside)', async () => {
@@ -183,7 +179,7 @@ describe('bitback image rebase and commit against qemu-img', { skip: needPeers('
   }
 
   test('safe rebase onto the grandparent keeps the content and copies only what differs', async () => {
-    const { base, top, flat } = await chain('rb');
+    const { top, flat } = await chain('rb');
     const out = await bitback('image', 'rebase', '-b', 'rb-base.qcow2', '-F', 'qcow2', top);
     assert.match(out, /copied/);
     const info = JSON.parse(await sh('qemu-img', 'info', '--output=json', top)) as Record<string, unknown>;
@@ -191,11 +187,10 @@ describe('bitback image rebase and commit against qemu-img', { skip: needPeers('
     assert.equal(info['backing-filename-format'], 'qcow2');
     await sh('qemu-img', 'compare', '-F', 'raw', top, flat);
     await checkClean(top);
-    void base;
   });
 
   test("rebase -b '' flattens the image; rebase -u only changes the header", async () => {
-    const { top, flat, mid } = await chain('rf');
+    const { top, flat } = await chain('rf');
     await bitback('image', 'rebase', '-b', '', top);
     const info = JSON.parse(await sh('qemu-img', 'info', '--output=json', top)) as Record<string, unknown>;
     assert.equal(info['backing-filename'], undefined);
@@ -206,7 +201,6 @@ describe('bitback image rebase and commit against qemu-img', { skip: needPeers('
     assert.equal(after['backing-filename'], 'rf-mid.qcow2');
     // The flattened image holds everything itself, so the unsafe rebase changes nothing visible.
     await sh('qemu-img', 'compare', '-F', 'raw', top, flat);
-    void mid;
   });
 
   test('commit writes the overlay into its backing file and empties the overlay', async () => {

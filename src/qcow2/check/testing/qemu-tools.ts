@@ -3,7 +3,7 @@
  * that `checkQcow2` can be compared with `qemu-img check`. No shell: arguments are passed as
  * given. Every process is awaited; none outlives its call.
  */
-import { execFile } from 'node:child_process';
+import { run } from '../../image/testing/qemu-tools.js';
 
 /** What a tool printed and how it exited. */
 export interface ToolRun {
@@ -13,16 +13,9 @@ export interface ToolRun {
 }
 
 /** Runs `program` with `args`; resolves whatever the exit status (rejects only if it cannot start). */
-export function runTool(program: string, args: readonly string[]): Promise<ToolRun> {
-  return new Promise((resolve, reject) => {
-    execFile(program, args, { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error !== null && typeof error.code !== 'number') {
-        reject(error);
-        return;
-      }
-      resolve({ status: error === null ? 0 : (error.code as number), stdout, stderr });
-    });
-  });
+export async function runTool(program: string, args: readonly string[]): Promise<ToolRun> {
+  const { code, stdout, stderr } = await run(program, args);
+  return { status: code, stdout, stderr };
 }
 
 /** Runs a tool and fails unless it exits 0. */
