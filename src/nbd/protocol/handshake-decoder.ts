@@ -4,7 +4,7 @@
  * limit is skipped (never buffered) and reported as `option-too-big`, so that the server can answer
  * NBD_REP_ERR_TOO_BIG and go on (proto.md "Option types": servers may limit option lengths).
  */
-import { MAX_OPTION_LENGTH, OPTION_HEADER_SIZE } from './constants.js';
+import { MAX_OPTION_LENGTH, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STARTTLS, OPTION_HEADER_SIZE } from './constants.js';
 import { ByteQueue } from './byte-queue.js';
 import { CLIENT_FLAGS_SIZE, decodeOptionHeader } from './handshake.js';
 import { WireReader } from './wire.js';
@@ -21,6 +21,8 @@ type State =
   | { name: 'option-data'; option: number; length: number }
   | { name: 'option-skip'; option: number; length: number; left: number };
 
+const STOPPING_OPTIONS: ReadonlySet<number> = new Set([NBD_OPT_GO, NBD_OPT_EXPORT_NAME, NBD_OPT_STARTTLS, NBD_OPT_ABORT]);
+
 /** Decodes what a client sends before transmission. Not reusable after {@link takeRest}. */
 export class NegotiationDecoder {
   readonly #queue = new ByteQueue();
@@ -35,6 +37,11 @@ export class NegotiationDecoder {
   /**
    * Adds received bytes and returns the frames now complete. Throws `NbdProtocolError` on a bad
    * option magic (the server should then drop the connection: the stream cannot be resynchronised).
+   *
+   * Decoding stops after an option that may end negotiation or change the stream (NBD_OPT_GO,
+   * NBD_OPT_EXPORT_NAME, NBD_OPT_STARTTLS, NBD_OPT_ABORT): what follows it stays queued, because
+   * it may be requests (take them with {@link takeRest}) or TLS records. When negotiation goes on
+   * (a failed GO), call `feed(new Uint8Array(0))` to decode what is queued behind it.
    */
   feed(chunk: Uint8Array): NegotiationFrame[] {
     this.#queue.push(chunk);
@@ -42,7 +49,9 @@ export class NegotiationDecoder {
     for (;;) {
       const frame = this.#step();
       if (frame === 'more') return frames;
-      if (frame !== 'progress') frames.push(frame);
+      if (frame === 'progress') continue;
+      frames.push(frame);
+      if (frame.kind === 'option' && STOPPING_OPTIONS.has(frame.option)) return frames;
     }
   }
 
