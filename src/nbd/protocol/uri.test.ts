@@ -9,7 +9,7 @@ test('parseNbdUri() reads the URI forms libnbd and QEMU accept', () => {
   assert.deepEqual(parseNbdUri('nbd://127.0.0.1:10810'), { address: { transport: 'tcp', host: '127.0.0.1', port: 10810 }, exportName: '', tls: false });
   assert.deepEqual(parseNbdUri('nbd://[::1]:7/a%2Fb'), { address: { transport: 'tcp', host: '::1', port: 7 }, exportName: 'a/b', tls: false });
   assert.deepEqual(parseNbdUri('nbd+unix:///vda?socket=/run/a+b.sock'), { address: { transport: 'unix', path: '/run/a+b.sock' }, exportName: 'vda', tls: false });
-  assert.deepEqual(parseNbdUri('nbds+unix:///?socket=/s&tls-psk-file=/k.psk&tls-username=alice'), {
+  assert.deepEqual(parseNbdUri('nbds+unix://alice@/?socket=/s&tls-psk-file=/k.psk'), {
     address: { transport: 'unix', path: '/s' }, exportName: '', tls: true, tlsPskFile: '/k.psk', tlsUsername: 'alice',
   });
   assert.deepEqual(parseNbdUri('nbds://h/e?tls-certificates=/etc/pki/qemu'), {
@@ -27,7 +27,8 @@ test('parseNbdUri() explains what is wrong with a bad URI', () => {
     ['nbd://h/x?socket=/s', /belongs to nbd\+unix/],
     ['nbd://h/x?tls-certificates=/d', /need an nbds/],
     ['nbd://h/x?frobnicate=1', /not supported/],
-    ['nbd://user@h/x', /user names/],
+    ['nbd://user@h/x', /needs an nbds/],
+    ['nbds://user:secret@h/x', /passwords/],
     ['nbd://h/%zz', /percent-escape/],
     ['nbds://h/?tls-certificates=/a&tls-psk-file=/b', /not both/],
   ];
@@ -51,7 +52,7 @@ test('formatNbdUri() output parses back to the same value', () => {
       fc.record({ transport: fc.constant('unix' as const), path: text.map((s) => `/tmp/${s}`) }).map((a) => ({ ...a })),
     ),
     exportName: fc.string({ maxLength: 20 }).filter((s) => !s.includes('\0')),
-    tls: fc.constant(false),
-  }).map((u) => ({ ...u }));
+    tls: fc.boolean(),
+  }).chain((u) => (u.tls ? fc.option(fc.string({ minLength: 1, maxLength: 8 }), { nil: undefined }) : fc.constant(undefined)).map((user) => (user === undefined ? { ...u } : { ...u, tlsUsername: user })));
   fc.assert(fc.property(uri, (u) => assert.deepEqual(parseNbdUri(formatNbdUri(u)), u)));
 });

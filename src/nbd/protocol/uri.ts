@@ -7,9 +7,9 @@
  *     nbds+unix:///EXPORT?socket=PATH   a Unix socket with TLS
  *
  * The export name is the path without its first `/`, percent-decoded (`nbd://h/` and `nbd://h`
- * name the default export ""). Query parameters libnbd knows for TLS are kept:
- * `tls-certificates=DIR` (X.509, QEMU's file layout), `tls-psk-file=FILE`, `tls-username=NAME`.
- * No I/O.
+ * name the default export ""). For TLS, as libnbd reads them: `tls-certificates=DIR` (X.509,
+ * QEMU's file layout), `tls-psk-file=FILE`, and the PSK identity as the URI's user
+ * (`nbds+unix://alice@/vda?socket=S&tls-psk-file=F`). No I/O.
  */
 import { InvalidArgumentError } from '../../errors.js';
 
@@ -31,7 +31,7 @@ export interface NbdUri {
   tlsCertificates?: string;
   /** PSK file in `username:hexkey` lines (as `psktool` and QEMU write it). */
   tlsPskFile?: string;
-  /** The PSK identity to use; defaults to the first line of the file. */
+  /** The PSK identity (the URI's user, `nbds://alice@host/`); defaults to the file's first identity. */
   tlsUsername?: string;
 }
 
@@ -48,13 +48,24 @@ export function parseNbdUri(text: string): NbdUri {
   const tls = scheme.startsWith('nbds');
   const transport = scheme === 'nbd' || scheme === 'nbds' ? 'tcp' : scheme === 'nbd+unix' || scheme === 'nbds+unix' ? 'unix' : undefined;
   if (transport === undefined) throw new InvalidArgumentError(action, `the scheme '${scheme}' is not supported (use nbd, nbds, nbd+unix or nbds+unix)`);
+  // The user part (the TLS PSK identity) is taken out first: WHATWG URLs refuse it without a host.
+  const userMatch = /^[a-z+]+:\/\/([^@/?#]*)@/i.exec(text);
+  let user: string | undefined;
+  if (userMatch !== null) {
+    if (userMatch[1]!.includes(':')) throw new InvalidArgumentError(action, 'passwords are not part of NBD URIs (use tls-psk-file)');
+    try {
+      user = decodeURIComponent(userMatch[1]!);
+    } catch {
+      throw new InvalidArgumentError(action, 'the user name has a bad percent-escape');
+    }
+    if (!tls) throw new InvalidArgumentError(action, `a user name (the TLS PSK identity) needs an nbds:// or nbds+unix:// URI`);
+  }
   let url: URL;
   try {
-    url = new URL(text);
+    url = new URL(userMatch === null ? text : text.replace(`${userMatch[1]!}@`, ''));
   } catch {
     throw new InvalidArgumentError(action, 'it is not a valid URI');
   }
-  if (url.username !== '' || url.password !== '') throw new InvalidArgumentError(action, 'user names and passwords are not part of NBD URIs');
   if (url.hash !== '') throw new InvalidArgumentError(action, 'NBD URIs have no fragment');
   let exportName: string;
   try {
@@ -64,7 +75,7 @@ export function parseNbdUri(text: string): NbdUri {
   }
   if (exportName.includes('\0')) throw new InvalidArgumentError(action, 'the export name contains a NUL character');
   const params = parseQuery(url.search, action);
-  const known = new Set(['socket', 'tls-certificates', 'tls-psk-file', 'tls-username']);
+  const known = new Set(['socket', 'tls-certificates', 'tls-psk-file']);
   for (const key of params.keys()) {
     if (!known.has(key)) throw new InvalidArgumentError(action, `the query parameter '${key}' is not supported (known: ${[...known].join(', ')})`);
   }
@@ -85,10 +96,10 @@ export function parseNbdUri(text: string): NbdUri {
   const uri: NbdUri = { address, exportName, tls };
   const certs = params.get('tls-certificates') ?? null;
   const psk = params.get('tls-psk-file') ?? null;
-  const user = params.get('tls-username') ?? null;
+
   if (certs !== null) uri.tlsCertificates = certs;
   if (psk !== null) uri.tlsPskFile = psk;
-  if (user !== null) uri.tlsUsername = user;
+  if (user !== undefined) uri.tlsUsername = user;
   if (!tls && (certs !== null || psk !== null)) throw new InvalidArgumentError(action, `TLS parameters need an nbds:// or nbds+unix:// URI`);
   if (certs !== null && psk !== null) throw new InvalidArgumentError(action, 'give tls-certificates or tls-psk-file, not both');
   return uri;
@@ -99,17 +110,17 @@ export function formatNbdUri(uri: NbdUri): string {
   const path = `/${encodeURIComponent(uri.exportName)}`;
   const params = new Map<string, string>();
   let base: string;
+  const user = uri.tlsUsername === undefined ? '' : `${encodeURIComponent(uri.tlsUsername)}@`;
   if (uri.address.transport === 'unix') {
-    base = `${uri.tls ? 'nbds' : 'nbd'}+unix://${path}`;
+    base = `${uri.tls ? 'nbds' : 'nbd'}+unix://${user}${path}`;
     params.set('socket', uri.address.path);
   } else {
     const host = uri.address.host.includes(':') ? `[${uri.address.host}]` : uri.address.host;
     const port = uri.address.port === NBD_DEFAULT_PORT ? '' : `:${uri.address.port}`;
-    base = `${uri.tls ? 'nbds' : 'nbd'}://${host}${port}${path}`;
+    base = `${uri.tls ? 'nbds' : 'nbd'}://${user}${host}${port}${path}`;
   }
   if (uri.tlsCertificates !== undefined) params.set('tls-certificates', uri.tlsCertificates);
   if (uri.tlsPskFile !== undefined) params.set('tls-psk-file', uri.tlsPskFile);
-  if (uri.tlsUsername !== undefined) params.set('tls-username', uri.tlsUsername);
   const query = [...params].map(([k, v]) => `${k}=${encodeURIComponent(v).replace(/%2F/g, '/')}`).join('&');
   return query === '' ? base : `${base}?${query}`;
 }

@@ -58,7 +58,12 @@ function reencodes(image: Qcow2ImageHeader): void {
     throw e;
   }
   const again = decodeImageHeader(bytes);
-  assert.deepEqual(again, { ...image, header: { ...image.header, backingFileOffset: again.header.backingFileOffset } });
+  // The encoder computes where the backing file name goes and its length (meaningless without a
+  // name: a mutated header with offset 0 and a non-zero size re-encodes with size 0).
+  assert.deepEqual(again, {
+    ...image,
+    header: { ...image.header, backingFileOffset: again.header.backingFileOffset, backingFileSize: image.backingFile === undefined ? again.header.backingFileSize : image.header.backingFileSize },
+  });
 }
 
 test('decodeImageHeader() of the first cluster cut at every length returns or throws a BitbackError', { skip }, () => {

@@ -1,6 +1,8 @@
 /**
  * Block status from the L2 entries: data (normal and compressed clusters, allocated
- * subclusters), ZERO (zero clusters and subclusters), and for unallocated ranges whatever the
+ * subclusters), HOLE | ZERO (zero clusters and subclusters: they hold no data, as QEMU's qcow2
+ * driver reports them and `qemu-nbd` serves them; `depth` 1 still says this layer has the range),
+ * and for unallocated ranges whatever the
  * backing file reports there (HOLE | ZERO without a backing file or past its end). `depth` is
  * QEMU's allocation depth: 1 for this image, the backing file's depth plus one below, 0 where no
  * layer has the range.
@@ -38,7 +40,7 @@ export async function guestBlockStatus(core: ImageCore, offset: number, length: 
   for (const segment of segments) {
     const length = segment.to - segment.from;
     if (segment.kind === 'data') push({ offset: segment.from, length, flags: 0, depth: 1 });
-    else if (segment.kind === 'zero') push({ offset: segment.from, length, flags: ExtentFlags.ZERO, depth: 1 });
+    else if (segment.kind === 'zero') push({ offset: segment.from, length, flags: ExtentFlags.HOLE | ExtentFlags.ZERO, depth: 1 });
     else if (!(await fromBacking(core, segment, push))) break;
   }
   return extents;
