@@ -27,7 +27,7 @@ import { withImagePath } from './errors.js';
 import { ImageFile } from './image-file.js';
 import { Qcow2Internals, type InternalsHost } from './internals.js';
 import { buildCore, loadMetadata } from './load.js';
-import { readGuest, readGuestInto } from './reader.js';
+import { readGuestInto } from './reader.js';
 import { RwLock } from './rw-lock.js';
 import { writeAllocating, writeGuest, writeInPlace } from './writer.js';
 import { trimGuest, zeroGuest } from './zeroing.js';
@@ -249,8 +249,10 @@ export class Qcow2Image implements BlockDevice {
     const action = `read ${length} bytes at ${offset} of ${this.path}`;
     return this.#run(action, async () => {
       checkRange(action, this.size, offset, length);
-      const target = new Uint8Array(length);
-      if (length > 0) await this.#lock.shared(() => readGuest(this.#core, offset, target));
+      // Not zero-filled (readGuestInto writes every byte): zeroing megabytes per read showed up
+      // as a tenth of the time an NBD server spends serving a qcow2 image.
+      const target = new Uint8Array(Buffer.allocUnsafeSlow(length).buffer, 0, length);
+      if (length > 0) await this.#lock.shared(() => readGuestInto(this.#core, offset, target));
       return target;
     });
   }

@@ -21,14 +21,6 @@ type Piece =
   | { kind: 'compressed'; guest: number; length: number; clusterStart: number; entry: CompressedCluster; field: string };
 
 /**
- * Reads `target.length` guest bytes at `offset` into `target`, which must be zero-filled (the
- * bytes of zero clusters are left untouched). The range must lie within the virtual size.
- */
-export async function readGuest(core: ImageCore, offset: number, target: Uint8Array): Promise<void> {
-  await runRead(core, await planRead(core, offset, target.length), target);
-}
-
-/**
  * Reads `target.length` guest bytes at `offset` into `target`, whatever it held before (the
  * bytes that no cluster supplies are zeroed). The range must lie within the virtual size.
  */
