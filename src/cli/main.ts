@@ -24,6 +24,14 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     summary: 'add, remove, merge, list and dump persistent dirty bitmaps of a qcow2 image (like qemu-img bitmap)',
     load: async () => (await import('./bitmap.js')).bitmapCommand,
   },
+  serve: {
+    summary: 'serve disk images over NBD, with their dirty bitmaps (like qemu-nbd)',
+    load: async () => (await import('./serve.js')).serveCommand,
+  },
+  nbd: {
+    summary: 'list, describe and map NBD exports, copy disks over NBD (like nbdinfo, nbdcopy)',
+    load: async () => (await import('./nbd.js')).nbdCommand,
+  },
   snapshot: {
     summary: 'create, list, apply and delete internal snapshots of a qcow2 image (like qemu-img snapshot)',
     load: async () => (await import('./snapshot.js')).snapshotCommand,

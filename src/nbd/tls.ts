@@ -104,18 +104,19 @@ export function parsePskFile(text: string, action = 'parse TLS PSK file'): Map<s
   return keys;
 }
 
-function waitSecure(socket: tls.TLSSocket, action: string): Promise<tls.TLSSocket> {
+/**
+ * Resolves on `event`: 'secure' for a server-side socket, 'secureConnect' for a client (a client
+ * socket emits 'secure' before the server's certificate is verified; only 'secureConnect' says
+ * it was).
+ */
+function waitSecure(socket: tls.TLSSocket, action: string, event: 'secure' | 'secureConnect'): Promise<tls.TLSSocket> {
   return new Promise((resolve, reject) => {
     const onError = (e: Error): void => {
       socket.destroy();
       reject(new NbdProtocolError(action, `the TLS handshake failed: ${e.message}`, { cause: e }));
     };
     socket.once('error', onError);
-    socket.once('secureConnect', () => {
-      socket.off('error', onError);
-      resolve(socket);
-    });
-    socket.once('secure', () => {
+    socket.once(event, () => {
       socket.off('error', onError);
       resolve(socket);
     });
@@ -150,7 +151,7 @@ export function startServerTls(socket: Socket, credentials: TlsCredentials): Pro
     };
   }
   const secure = new tls.TLSSocket(socket, options);
-  return waitSecure(secure, 'start TLS with an NBD client');
+  return waitSecure(secure, 'start TLS with an NBD client', 'secure');
 }
 
 /**
@@ -183,5 +184,5 @@ export function startClientTls(socket: Socket, credentials: TlsCredentials, serv
       pskCallback: () => ({ psk: Buffer.from(key), identity }),
     };
   }
-  return waitSecure(tls.connect(options), 'start TLS with the NBD server');
+  return waitSecure(tls.connect(options), 'start TLS with the NBD server', 'secureConnect');
 }

@@ -7,6 +7,7 @@ import { formatNbdUri, isNbdUri, parseNbdUri, type NbdUri } from './uri.js';
 test('parseNbdUri() reads the URI forms libnbd and QEMU accept', () => {
   assert.deepEqual(parseNbdUri('nbd://localhost/disk'), { address: { transport: 'tcp', host: 'localhost', port: 10809 }, exportName: 'disk', tls: false });
   assert.deepEqual(parseNbdUri('nbd://127.0.0.1:10810'), { address: { transport: 'tcp', host: '127.0.0.1', port: 10810 }, exportName: '', tls: false });
+  assert.deepEqual(parseNbdUri('nbd://h/..'), { address: { transport: 'tcp', host: 'h', port: 10809 }, exportName: '..', tls: false });
   assert.deepEqual(parseNbdUri('nbd://[::1]:7/a%2Fb'), { address: { transport: 'tcp', host: '::1', port: 7 }, exportName: 'a/b', tls: false });
   assert.deepEqual(parseNbdUri('nbd+unix:///vda?socket=/run/a+b.sock'), { address: { transport: 'unix', path: '/run/a+b.sock' }, exportName: 'vda', tls: false });
   assert.deepEqual(parseNbdUri('nbds+unix://alice@/?socket=/s&tls-psk-file=/k.psk'), {

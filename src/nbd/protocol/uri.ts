@@ -69,7 +69,9 @@ export function parseNbdUri(text: string): NbdUri {
   if (url.hash !== '') throw new InvalidArgumentError(action, 'NBD URIs have no fragment');
   let exportName: string;
   try {
-    exportName = decodeURIComponent(url.pathname.replace(/^\//, ''));
+    // From the text, not url.pathname: WHATWG URLs drop '.' and '..' segments, which are export names here.
+    const rawPath = /^[a-z+]+:\/\/[^/?#]*([^?#]*)/i.exec(text)?.[1] ?? '';
+    exportName = decodeURIComponent(rawPath.replace(/^\//, ''));
   } catch {
     throw new InvalidArgumentError(action, 'the export name has a bad percent-escape');
   }
