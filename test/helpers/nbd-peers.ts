@@ -3,12 +3,12 @@
  * a fresh folder, waited for until it accepts connections, and stopped by its pid (the folder is
  * removed). Use `stop()` in `after`/`finally`; it is idempotent.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BITBACK_MAIN } from './cli.js';
+import { spawnWatched } from './child.js';
 
 /** A running NBD server process. */
 export interface NbdServerProcess {
@@ -25,7 +25,6 @@ export interface NbdServerProcess {
   stop(): Promise<void>;
 }
 
-const MAX_OUTPUT = 1 << 20;
 
 /**
  * Spawns `program args` where `args` may contain the placeholder `{socket}`, replaced by a socket
@@ -34,45 +33,20 @@ const MAX_OUTPUT = 1 << 20;
 export async function startNbdServer(program: string, args: string[], options: { timeoutMs?: number; dir?: string } = {}): Promise<NbdServerProcess> {
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'bitback-nbd-')));
   const socket = join(dir, 'nbd.sock');
-  const child: ChildProcess = spawn(program, args.map((a) => a.replaceAll('{socket}', socket)), { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    if (output.length < MAX_OUTPUT) output += chunk.toString('utf8');
-  };
-  child.stdout!.on('data', collect);
-  child.stderr!.on('data', collect);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      exited = true;
-      resolve();
-    });
-    child.once('error', (e) => {
-      exited = true;
-      output += `\nspawn failed: ${e.message}`;
-      resolve();
-    });
-  });
+  const proc = spawnWatched(program, args.map((a) => a.replaceAll('{socket}', socket)));
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
     stopped = true;
-    if (!exited && child.pid !== undefined) {
-      process.kill(child.pid, 'SIGTERM');
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([exit, new Promise<void>((r) => (timer = setTimeout(r, 5000)))]);
-      clearTimeout(timer);
-      if (!exited) process.kill(child.pid, 'SIGKILL');
-      await exit;
-    }
+    await proc.terminate();
     await rm(dir, { recursive: true, force: true });
   };
   const deadline = Date.now() + (options.timeoutMs ?? 30_000);
   try {
     for (;;) {
-      if (exited) throw new Error(`${program} exited before its socket was ready:\n${output}`);
+      if (proc.exited()) throw new Error(`${program} exited before its socket was ready:\n${proc.output()}`);
       if (await canConnect(socket)) break;
-      if (Date.now() > deadline) throw new Error(`${program} did not listen on ${socket} in time:\n${output}`);
+      if (Date.now() > deadline) throw new Error(`${program} did not listen on ${socket} in time:\n${proc.output()}`);
       await new Promise((r) => setTimeout(r, 25));
     }
   } catch (e) {
@@ -80,11 +54,11 @@ export async function startNbdServer(program: string, args: string[], options: {
     throw e;
   }
   return {
-    pid: child.pid!,
+    pid: proc.child.pid!,
     dir,
     socket,
     uri: (exportName = '') => `nbd+unix:///${encodeURIComponent(exportName)}?socket=${socket}`,
-    output: () => output,
+    output: proc.output,
     stop,
   };
 }

@@ -6,11 +6,11 @@
  * QEMU is never daemonized: it stays our child, and `kill()` ends it by pid and removes the
  * scratch folder that holds its socket. Call `kill()` in an `after`/`finally` hook.
  */
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { spawnWatched } from './child.js';
 
 /** An asynchronous event QEMU sent (`{"event": ..., "data": ..., "timestamp": ...}`). */
 export interface QmpEvent {
@@ -60,7 +60,6 @@ export interface StartQemuOptions {
   dir?: string;
 }
 
-const MAX_OUTPUT = 1 << 20;
 
 /**
  * Starts QEMU with `args` plus `-qmp unix:DIR/qmp.sock,server=on,wait=off`, connects, and sends
@@ -71,27 +70,7 @@ export async function startQemu(args: string[], options: StartQemuOptions = {}):
   const timeoutMs = options.timeoutMs ?? 30_000;
   const dir = options.dir ?? (await mkdtemp(join(tmpdir(), 'bitback-qemu-')));
   const socketPath = join(dir, 'qmp.sock');
-  const child = spawn(options.binary ?? 'qemu-system-x86_64', [...args, '-qmp', `unix:${socketPath},server=on,wait=off`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let output = '';
-  const collect = (chunk: Buffer): void => {
-    if (output.length < MAX_OUTPUT) output += chunk.toString('utf8');
-  };
-  child.stdout.on('data', collect);
-  child.stderr.on('data', collect);
-  let exited = false;
-  const exit = new Promise<void>((resolve) => {
-    child.once('exit', () => {
-      exited = true;
-      resolve();
-    });
-    child.once('error', (e) => {
-      exited = true;
-      output += `\nspawn failed: ${e.message}`;
-      resolve();
-    });
-  });
+  const proc = spawnWatched(options.binary ?? 'qemu-system-x86_64', [...args, '-qmp', `unix:${socketPath},server=on,wait=off`]);
 
   let socket: Socket | undefined;
   let killed = false;
@@ -99,32 +78,22 @@ export async function startQemu(args: string[], options: StartQemuOptions = {}):
     if (killed) return;
     killed = true;
     socket?.destroy();
-    if (!exited && child.pid !== undefined) {
-      process.kill(child.pid, signal ?? 'SIGTERM');
-      if (signal === undefined) {
-        let timer: NodeJS.Timeout | undefined;
-        const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, 5000)));
-        await Promise.race([exit, late]);
-        clearTimeout(timer);
-        if (!exited) process.kill(child.pid, 'SIGKILL');
-      }
-      await exit;
-    }
+    await proc.terminate(signal);
     await rm(dir, { recursive: true, force: true });
   };
 
   try {
-    socket = await connectWhenReady(socketPath, timeoutMs, () => exited, () => output);
+    socket = await connectWhenReady(socketPath, timeoutMs, proc.exited, proc.output);
     const client = new QmpConnection(socket, timeoutMs);
     await client.greeting;
     await client.execute('qmp_capabilities');
     return {
-      pid: child.pid!,
+      pid: proc.child.pid!,
       dir,
       events: client.events,
       qmp: (command, commandArgs) => client.execute(command, commandArgs) as Promise<never>,
       hmp: async (commandLine) => (await client.execute('human-monitor-command', { 'command-line': commandLine })) as string,
-      output: () => output,
+      output: proc.output,
       kill,
     };
   } catch (e) {

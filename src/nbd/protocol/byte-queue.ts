@@ -99,3 +99,21 @@ export class ByteQueue {
     }
   }
 }
+
+/** What one step of a push decoder produced: a frame, progress without a frame, or "need more bytes". */
+export type StepResult<F> = F | 'more' | 'progress';
+
+/**
+ * Runs a push decoder's `step` until it needs more bytes, collecting the frames. When `stopAfter`
+ * says so of a frame, returns right after it (what follows stays queued).
+ */
+export function collectFrames<F>(step: () => StepResult<F>, stopAfter?: (frame: F) => boolean): F[] {
+  const frames: F[] = [];
+  for (;;) {
+    const result = step();
+    if (result === 'more') return frames;
+    if (result === 'progress') continue;
+    frames.push(result);
+    if (stopAfter?.(result) === true) return frames;
+  }
+}

@@ -5,7 +5,7 @@
  * NBD_REP_ERR_TOO_BIG and go on (proto.md "Option types": servers may limit option lengths).
  */
 import { MAX_OPTION_LENGTH, NBD_OPT_ABORT, NBD_OPT_EXPORT_NAME, NBD_OPT_GO, NBD_OPT_STARTTLS, OPTION_HEADER_SIZE } from './constants.js';
-import { ByteQueue } from './byte-queue.js';
+import { ByteQueue, collectFrames, type StepResult } from './byte-queue.js';
 import { CLIENT_FLAGS_SIZE, decodeOptionHeader } from './handshake.js';
 import { WireReader } from './wire.js';
 
@@ -45,14 +45,7 @@ export class NegotiationDecoder {
    */
   feed(chunk: Uint8Array): NegotiationFrame[] {
     this.#queue.push(chunk);
-    const frames: NegotiationFrame[] = [];
-    for (;;) {
-      const frame = this.#step();
-      if (frame === 'more') return frames;
-      if (frame === 'progress') continue;
-      frames.push(frame);
-      if (frame.kind === 'option' && STOPPING_OPTIONS.has(frame.option)) return frames;
-    }
+    return collectFrames(() => this.#step(), (frame) => frame.kind === 'option' && STOPPING_OPTIONS.has(frame.option));
   }
 
   /**
@@ -68,7 +61,7 @@ export class NegotiationDecoder {
     return this.#queue.length;
   }
 
-  #step(): NegotiationFrame | 'more' | 'progress' {
+  #step(): StepResult<NegotiationFrame> {
     const q = this.#queue;
     const s = this.#state;
     switch (s.name) {

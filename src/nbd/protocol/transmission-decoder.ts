@@ -15,7 +15,7 @@ import {
   SIMPLE_REPLY_SIZE,
   STRUCTURED_REPLY_HEADER_SIZE,
 } from './constants.js';
-import { ByteQueue } from './byte-queue.js';
+import { ByteQueue, collectFrames, type StepResult } from './byte-queue.js';
 import { NbdProtocolError } from './errors.js';
 import { decodeRequest, type NbdRequest } from './transmission.js';
 
@@ -59,12 +59,7 @@ export class RequestDecoder {
 
   feed(chunk: Uint8Array): RequestFrame[] {
     this.#queue.push(chunk);
-    const frames: RequestFrame[] = [];
-    for (;;) {
-      const frame = this.#step();
-      if (frame === 'more') return frames;
-      if (frame !== 'progress') frames.push(frame);
-    }
+    return collectFrames(() => this.#step());
   }
 
   /** True between a request header and the end of its payload. */
@@ -78,7 +73,7 @@ export class RequestDecoder {
     return 0;
   }
 
-  #step(): RequestFrame | 'more' | 'progress' {
+  #step(): StepResult<RequestFrame> {
     const q = this.#queue;
     const s = this.#state;
     switch (s.name) {
@@ -153,15 +148,10 @@ export class ReplyDecoder {
 
   feed(chunk: Uint8Array): ReplyFrame[] {
     this.#queue.push(chunk);
-    const frames: ReplyFrame[] = [];
-    for (;;) {
-      const frame = this.#step();
-      if (frame === 'more') return frames;
-      if (frame !== 'progress') frames.push(frame);
-    }
+    return collectFrames(() => this.#step());
   }
 
-  #step(): ReplyFrame | 'more' | 'progress' {
+  #step(): StepResult<ReplyFrame> {
     const q = this.#queue;
     const s = this.#state;
     switch (s.name) {
