@@ -7,8 +7,11 @@
  * failure. One incremental hits a failing target half-way (fault injection: ENOSPC) and its retry
  * still contains every change. Every backup point is restored from its chain and compared with the
  * workload's own record of the disk at that point (a SHA-256 of the model), and `bitback io`
- * verifies a pattern in the restored disk. This is the bitmap and block-device layer of the real
- * backup path; the qcow2 repository, NBD and the engine replace the raw files here as they land.
+ * verifies a pattern in the restored disk. The data moves as in the real backup path: the disk
+ * and its frozen bitmap are served over NBD (bitback's server, on a Unix socket) and each backup is
+ * read by bitback's NBD client, which learns what to copy from the `qemu:dirty-bitmap:NAME` (or,
+ * for the full backup, `base:allocation`) meta context. The engine replaces the in-process server
+ * as it lands.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
@@ -27,6 +30,8 @@ import { createQcow2 } from '../src/qcow2/create.js';
 import { convertImage } from '../src/qcow2/convert.js';
 import { Qcow2Image } from '../src/qcow2/image/index.js';
 import { checkQcow2 } from '../src/qcow2/check/index.js';
+import { NbdClient } from '../src/nbd/client/index.js';
+import { NbdServer } from '../src/nbd/server/index.js';
 
 const MiB = 1024 * 1024;
 const DISK_SIZE = 64 * MiB;
@@ -152,12 +157,15 @@ async function copyExtents(source: BlockDevice, target: BlockDevice, extents: Ar
   return copied;
 }
 
-/** The allocated extents of a device (what a full backup copies). */
-async function allocatedExtents(device: BlockDevice): Promise<Array<{ offset: number; length: number }>> {
+/**
+ * The extents of `client` whose flags in `context` satisfy `wanted` (what a backup copies): data
+ * for `base:allocation` (not ZERO), dirty for `qemu:dirty-bitmap:NAME`.
+ */
+async function extentsOver(client: NbdClient, context: string, wanted: (flags: number) => boolean): Promise<Array<{ offset: number; length: number }>> {
   const out: Array<{ offset: number; length: number }> = [];
-  for (let offset = 0; offset < device.size; ) {
-    for (const e of await device.blockStatus(offset, device.size - offset)) {
-      if ((e.flags & ExtentFlags.ZERO) === 0) {
+  for (let offset = 0; offset < client.size; ) {
+    for (const e of await client.contextStatus(context, offset, client.size - offset)) {
+      if (wanted(e.flags)) {
         const last = out[out.length - 1];
         if (last !== undefined && last.offset + last.length === e.offset) last.length += e.length;
         else out.push({ offset: e.offset, length: e.length });
@@ -187,6 +195,14 @@ async function main(): Promise<void> {
     const bitmap = new DirtyBitmap({ size: DISK_SIZE, granularity: GRANULARITY, name: 'bitback-demo', persistent: true });
     disk.attach(bitmap);
 
+    // The NBD server through which every backup reads the disk (the point-in-time view: nothing
+    // writes to the disk while a backup copies here) and the frozen bitmap.
+    const server = new NbdServer();
+    const socket = join(dir, 'nbd.sock');
+    await server.listen({ transport: 'unix', path: socket });
+    const context = `qemu:dirty-bitmap:${bitmap.name}`;
+    console.log(`NBD server on ${socket}: each backup is read through it with bitback's NBD client`);
+
     /** Takes one backup; `extents` undefined means a full one. `failAfter` injects ENOSPC. */
     const backup = async (name: string, failAfter?: number): Promise<StoredBackup> => {
       const level = backups.length === 0 ? 'full' : 'inc';
@@ -204,17 +220,29 @@ async function main(): Promise<void> {
       );
       // Freeze the bitmap: writes from now on go to its successor, not lost whatever happens.
       bitmap.createSuccessor();
-      const extents = level === 'full' ? await allocatedExtents(raw) : [...bitmap.dirtyExtents()];
-      const dirtyBytes = extents.reduce((n, e) => n + e.length, 0);
+      const exportName = `vda-${name}`;
+      server.addExport({ name: exportName, device: raw, bitmaps: [bitmap], readOnly: true });
+      let extents: Array<{ offset: number; length: number }> = [];
       try {
-        await copyExtents(raw, target, extents);
+        const client = await NbdClient.connect(`nbd+unix:///${exportName}?socket=${socket}`, { contexts: [context], readOnly: true });
+        try {
+          extents = level === 'full'
+            ? await extentsOver(client, 'base:allocation', (flags) => (flags & ExtentFlags.ZERO) === 0)
+            : await extentsOver(client, context, (flags) => (flags & 1) !== 0);
+          await copyExtents(client, target, extents);
+        } finally {
+          await client.close();
+        }
         bitmap.abdicate(); // success: the copied bits are dropped, the successor's bits remain
       } catch (e) {
         bitmap.reclaim(); // failure: the successor is merged back, nothing is lost
         await target.close();
         await rm(path, { force: true });
         throw e;
+      } finally {
+        await server.removeExport(exportName);
       }
+      const dirtyBytes = extents.reduce((n, e) => n + e.length, 0);
       await target.close();
       const storedBytes = (await stat(path)).blocks * 512;
       const seconds = (performance.now() - started) / 1000;
@@ -287,6 +315,7 @@ async function main(): Promise<void> {
       console.log(`(exit status ${io.status})`);
       if (io.status !== wanted) throw new Error(`bitback io on restored-${name}.raw exited ${io.status}, expected ${wanted}`);
     }
+    await server.close();
     await disk.close();
     console.log('\ndemo complete: every backup point restored byte-identical.');
   } finally {
