@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
 import { copyDevice } from './copy.js';
+import { type BlockDevice } from './block-device.js';
 import { MemoryBlockDevice } from './memory-device.js';
 
 const SIZE = 1 << 20;
@@ -41,4 +42,41 @@ test('copyDevice() onto a zero target writes only non-zero blocks', async () => 
 
 test('copyDevice() refuses a target smaller than the source', async () => {
   await assert.rejects(copyDevice(new MemoryBlockDevice(SIZE), new MemoryBlockDevice(SIZE - 1), { targetIsZero: true }), /smaller than the source/);
+});
+
+test('copyDevice() writes a block whose first and last bytes are zero but whose middle is not', async () => {
+  // Regression guard for the quick zero check: only a block that is zero throughout is skipped.
+  const source = new MemoryBlockDevice(SIZE);
+  await source.write(8192 + 1, new Uint8Array(4094).fill(9));
+  await source.write(65536 + 2000, new Uint8Array(1).fill(1));
+  const target = new MemoryBlockDevice(SIZE);
+  const stats = await copyDevice(source, target, { targetIsZero: true, chunk: 64 * 1024, granule: 4096 });
+  assert.deepEqual(await target.read(0, SIZE), await source.read(0, SIZE));
+  assert.equal(stats.bytesWritten, 2 * 4096);
+});
+
+test('copyDevice() reads into its own buffers when the source has readInto, and the data is the source\'s', async () => {
+  const source = await sourceFrom([{ offset: 4096, length: 300_000, value: 5 }, { offset: 700_000, length: 70_000, value: 6 }]);
+  let intoCalls = 0;
+  const readInto = async (offset: number, target: Uint8Array): Promise<void> => {
+    intoCalls++;
+    target.set(await source.read(offset, target.length));
+  };
+  const withInto: BlockDevice & { readInto: typeof readInto } = {
+    size: source.size,
+    capabilities: source.capabilities,
+    blockSize: source.blockSize,
+    blockStatus: (offset, length) => source.blockStatus(offset, length),
+    read: () => assert.fail('read() is not used when readInto() exists'),
+    readInto,
+    write: () => assert.fail('the source is not written'),
+    writeZeroes: () => assert.fail('the source is not written'),
+    trim: () => assert.fail('the source is not written'),
+    flush: async () => {},
+    close: async () => {},
+  };
+  const target = new MemoryBlockDevice(SIZE);
+  await copyDevice(withInto, target, { targetIsZero: true, chunk: 64 * 1024, parallel: 3 });
+  assert.ok(intoCalls > 0);
+  assert.deepEqual(await target.read(0, SIZE), await source.read(0, SIZE));
 });

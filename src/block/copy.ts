@@ -128,7 +128,8 @@ async function writeSparse(target: BlockDevice, offset: number, data: Uint8Array
   for (let block = first; block < offset + data.length; block += granule) {
     const from = Math.max(block, offset) - offset;
     const to = Math.min(block + granule, offset + data.length) - offset;
-    const isZeroBlock = isZero(data.subarray(from, to));
+    // Data blocks rarely start or end with a zero byte: that check spares most of them the scan.
+    const isZeroBlock = data[from] === 0 && data[to - 1] === 0 && isZero(data.subarray(from, to));
     if (isZeroBlock) {
       if (dataStart >= 0) {
         await target.write(offset + dataStart, data.subarray(dataStart, from));
@@ -172,7 +173,7 @@ async function* pieces(source: BlockDevice, chunk: number): AsyncGenerator<{ off
 }
 
 /**
- * How to read `device` into a buffer: in place where the device can (raw files, qcow2 images),
+ * How to read `device` into a buffer: in place where the device can (raw files, qcow2 images, NBD),
  * else into a new buffer. The function resolves with the bytes, which may or may not be `target`.
  */
 function reader(device: BlockDevice): (offset: number, target: Uint8Array) => Promise<Uint8Array> {

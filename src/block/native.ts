@@ -11,6 +11,16 @@ export interface NativeAddon {
   seekData(fd: number, offset: number): number;
   /** lseek(fd, offset, SEEK_HOLE): the next hole at or after `offset` (the end of the file counts as one). */
   seekHole(fd: number, offset: number): number;
+  /**
+   * On the thread pool: writes `data` (exactly `length` bytes; null: nothing) at `offset`
+   * (pwrite, looped until complete), starts the writeback of `[offset, offset + length)`
+   * (sync_file_range SYNC_FILE_RANGE_WRITE; nothing when `length` is 0), then, when
+   * `evictLength` > 0, waits until `[evictOffset, evictOffset + evictLength)` is written back and
+   * drops it from the page cache (posix_fadvise DONTNEED). `data` is borrowed until the promise
+   * settles. Makes nothing durable (fdatasync does). Rejects with an Error whose `code` is the
+   * errno name and whose `syscall` names the failed call (pwrite, sync_file_range, posix_fadvise).
+   */
+  writeBack(fd: number, data: Uint8Array | null, offset: number, length: number, evictOffset: number, evictLength: number): Promise<void>;
 }
 
 let loaded: NativeAddon | null | undefined;

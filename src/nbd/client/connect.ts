@@ -8,7 +8,8 @@ import { type Duplex } from 'node:stream';
 import { type TLSSocket } from 'node:tls';
 import { BitbackError, InvalidArgumentError, IoError, fromSystemError } from '../../errors.js';
 import { formatNbdUri, parseNbdUri, type NbdAddress, type NbdUri } from '../protocol/uri.js';
-import { loadPskCredentials, loadX509Credentials, startClientTls, type TlsCredentials } from '../tls.js';
+import { type TlsCredentials } from '../tls.js';
+import { type SocketInput } from './socket-input.js';
 
 /** A parsed target: the URI given as text or as a value. */
 export function resolveTarget(target: string | NbdUri): NbdUri {
@@ -29,6 +30,8 @@ export function describeAddress(address: NbdAddress): string {
 export async function credentialsFor(uri: NbdUri, given: TlsCredentials | undefined): Promise<TlsCredentials | undefined> {
   if (given !== undefined) return given;
   if (!uri.tls) return undefined;
+  // node:tls and the credential loaders are loaded when a URI asks for TLS, not on every start.
+  const { loadPskCredentials, loadX509Credentials } = await import('../tls.js');
   if (uri.tlsCertificates !== undefined) return loadX509Credentials(uri.tlsCertificates, 'client');
   if (uri.tlsPskFile !== undefined) return loadPskCredentials(uri.tlsPskFile, uri.tlsUsername);
   throw new InvalidArgumentError(
@@ -40,10 +43,12 @@ export async function credentialsFor(uri: NbdUri, given: TlsCredentials | undefi
 /**
  * Opens a socket to `address`: returns it at once (so that a deadline can destroy it) and a
  * promise that resolves once it is connected, or rejects with an `IoError` carrying the system
- * errno (ECONNREFUSED, ENOENT...).
+ * errno (ECONNREFUSED, ENOENT...). With `input`, the socket reads into the buffers its consumers
+ * choose (see socket-input.ts) and emits no 'data' events; never for a socket TLS will wrap.
  */
-export function openSocket(address: NbdAddress, action: string): { socket: Socket; connected: Promise<Socket> } {
-  const socket = address.transport === 'unix' ? netConnect({ path: address.path }) : netConnect({ host: address.host, port: address.port });
+export function openSocket(address: NbdAddress, action: string, input?: SocketInput): { socket: Socket; connected: Promise<Socket> } {
+  const onread = input === undefined ? {} : { onread: input.onread };
+  const socket = address.transport === 'unix' ? netConnect({ path: address.path, ...onread }) : netConnect({ host: address.host, port: address.port, ...onread });
   const connected = new Promise<Socket>((resolve, reject) => {
     const onError = (e: Error): void => {
       socket.destroy();
@@ -69,6 +74,7 @@ export async function upgradeToTls(socket: Socket, credentials: TlsCredentials, 
   // The TLS socket reports failures; keep the raw socket from raising an unhandled 'error'.
   socket.on('error', () => {});
   try {
+    const { startClientTls } = await import('../tls.js');
     return await startClientTls(socket, credentials, address.transport === 'tcp' ? address.host : undefined);
   } catch (e) {
     socket.destroy();

@@ -1,8 +1,9 @@
 /**
  * One connection in the transmission phase (proto.md "Transmission"): requests go out with
- * their cookies, replies come back in any order through a `ReplyDecoder`, and each reply settles
- * the request with its cookie. Many requests are in flight at once; past `maxInFlight` they wait
- * in a local queue. The socket is read continuously; a request never waits for the previous one.
+ * their cookies, replies come back in any order through a `ReplyReader` (which puts READ data
+ * straight into the request's buffer), and each reply settles the request with its cookie. Many
+ * requests are in flight at once; past `maxInFlight` they wait in a local queue. The socket is
+ * read continuously; a request never waits for the previous one.
  *
  * Failures:
  * - an error reply rejects its request with `NbdCommandError`; ESHUTDOWN also stops the connection
@@ -16,15 +17,18 @@ import { BitbackError, IoError } from '../../errors.js';
 import { NBD_CMD_DISC, NBD_CMD_READ, NBD_CMD_WRITE, NBD_ESHUTDOWN } from '../protocol/constants.js';
 import { NbdCommandError } from '../protocol/errors.js';
 import { encodeRequest } from '../protocol/transmission.js';
-import { ReplyDecoder, type ReplyFrame } from '../protocol/transmission-decoder.js';
 import {
   applyChunk,
   completeSimple,
+  endPlacedChunk,
+  placeData,
   requestAction,
   type PendingRequest,
   type ReplyContext,
   type StatusReply,
 } from './reply-assembly.js';
+import { ReplyReader, type ClientFrame } from './reply-reader.js';
+import { type SocketInput } from './socket-input.js';
 
 /** Options of {@link NbdConnection}. */
 export interface ConnectionOptions extends ReplyContext {
@@ -43,7 +47,7 @@ const CLOSE_GRACE_MS = 2000;
 export class NbdConnection {
   readonly #stream: Duplex;
   readonly #options: ConnectionOptions;
-  readonly #decoder: ReplyDecoder;
+  readonly #reader: ReplyReader;
   readonly #inFlight = new Map<bigint, PendingRequest>();
   /** Requests waiting for a place in flight; entries before `#queueHead` were sent (and cleared). */
   readonly #queue: Array<PendingRequest | undefined> = [];
@@ -60,27 +64,44 @@ export class NbdConnection {
 
   /**
    * Takes over `stream` (negotiated, paused, with no listeners of its own) and the bytes already
-   * received after negotiation.
+   * received after negotiation. With `input` (a plain socket opened with one), bytes arrive
+   * through it, into buffers the connection chooses; otherwise through 'data' events.
    */
-  constructor(stream: Duplex, leftover: Uint8Array, options: ConnectionOptions) {
+  constructor(stream: Duplex, leftover: Uint8Array, input: SocketInput | undefined, options: ConnectionOptions) {
     this.#stream = stream;
     this.#options = options;
-    this.#decoder = new ReplyDecoder({
+    this.#reader = new ReplyReader({
       maxPayload: options.maxReplyPayload,
       simpleReplyDataLength: (cookie) => {
         const request = this.#inFlight.get(cookie);
         if (request === undefined) return undefined;
         return !options.structuredReplies && request.type === NBD_CMD_READ ? request.length : 0;
       },
+      place: (cookie, extended, offset, length) => {
+        // Only what is sure to be valid is placed; anything else takes the frame path, which says why it is not.
+        if (!options.structuredReplies || extended !== options.extendedHeaders) return undefined;
+        const request = this.#inFlight.get(cookie);
+        return request === undefined ? undefined : placeData(request, offset, length);
+      },
+      frame: (frame) => this.#dispatch(frame),
     });
-    stream.on('data', (chunk: Uint8Array) => this.#receive(chunk));
+    // The bytes received during negotiation come first, then what the input kept since.
+    if (leftover.length > 0) this.#receive(leftover);
+    if (input !== undefined) {
+      input.attach({
+        nextBuffer: () => this.#reader.nextBuffer(),
+        received: (n) => this.#guard(() => this.#reader.received(n)),
+        feed: (chunk) => this.#receive(chunk),
+      });
+    } else {
+      stream.on('data', (chunk: Uint8Array) => this.#receive(chunk));
+    }
     stream.on('error', (e: NodeJS.ErrnoException) => {
       const errno = e.code === 'EPIPE' ? 'EPIPE' : 'ECONNRESET';
       this.#drop(`the connection failed: ${e.message}`, errno, e);
     });
     stream.on('end', () => this.#drop('the server closed the connection', 'ECONNRESET'));
     stream.on('close', () => this.#drop('the connection was closed', 'ECONNRESET'));
-    if (leftover.length > 0) this.#receive(leftover);
     stream.resume();
   }
 
@@ -157,12 +178,11 @@ export class NbdConnection {
         describe: () => `${requestAction(type, offset, length)} of ${target}`,
         resolve,
         reject,
-        ...(payload === undefined ? {} : { payload }),
-        ...(into === undefined ? {} : { into }),
+        payload,
+        into,
       };
-      const unusable = this.unusableError(request.describe());
-      if (unusable !== undefined) {
-        reject(unusable);
+      if (!this.usable) {
+        reject(this.unusableError(request.describe())!);
         return;
       }
       if (this.#inFlight.size < this.#options.maxInFlight) this.#send(request);
@@ -191,21 +211,21 @@ export class NbdConnection {
   }
 
   #receive(chunk: Uint8Array): void {
+    this.#guard(() => this.#reader.feed(chunk));
+  }
+
+  /** Runs a step of the reader; bytes that break the protocol drop the connection. */
+  #guard(step: () => void): void {
     if (this.#failure !== undefined) return;
-    let frames: ReplyFrame[];
     try {
-      frames = this.#decoder.feed(chunk);
+      step();
     } catch (e) {
       this.#drop(`the server broke the protocol: ${e instanceof Error ? e.message : String(e)}`, 'ECONNRESET', e);
-      return;
-    }
-    for (const frame of frames) {
-      if (this.#failure !== undefined) return;
-      this.#dispatch(frame);
     }
   }
 
-  #dispatch(frame: ReplyFrame): void {
+  #dispatch(frame: ClientFrame): void {
+    if (this.#failure !== undefined) return;
     const request = this.#inFlight.get(frame.cookie);
     if (request === undefined) {
       this.#drop(`the server broke the protocol: a reply names cookie ${frame.cookie}, which no request in flight has`, 'ECONNRESET');
@@ -232,7 +252,7 @@ export class NbdConnection {
       this.#drop('the server broke the protocol: a structured reply chunk, but structured replies were not negotiated', 'ECONNRESET');
       return;
     }
-    const done = applyChunk(request, frame, options);
+    const done = frame.kind === 'placed' ? endPlacedChunk(request, frame.flags, options) : applyChunk(request, frame, options);
     if (!done) return;
     this.#inFlight.delete(frame.cookie);
     const failure = request.state?.failure;
@@ -282,6 +302,7 @@ export class NbdConnection {
   #drop(reason: string, errno: string, cause?: unknown): void {
     if (this.#failure !== undefined || this.#closed) return;
     this.#failure = { reason, errno, ...(cause === undefined ? {} : { cause }) };
+    this.#reader.stop();
     const requests = [...this.#inFlight.values(), ...this.#takeQueued()];
     this.#inFlight.clear();
     this.#stream.destroy();
@@ -306,5 +327,7 @@ export function endStream(stream: Duplex, graceMs = CLOSE_GRACE_MS): Promise<voi
       resolve();
     });
     stream.end();
+    // Read on to see the server's end of the stream (a paused socket reading into user buffers never would).
+    stream.resume();
   });
 }

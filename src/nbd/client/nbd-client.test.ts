@@ -67,27 +67,46 @@ async function answerEach(c: FakeConnection, session: FakeSession, answer: (r: N
 
 const bytes = (length: number, seed: number): Uint8Array => new Uint8Array(length).map((_, i) => ((i * 31 + seed) & 0xff) || 1);
 
+/** Content of the segmented export: 8 KiB segments, even ones holes, odd ones data. */
+const SEGMENT = 8192;
+const segmentValue = (at: number): number => (Math.floor(at / SEGMENT) % 2 === 0 ? 0 : ((at * 7) & 0xff) || 1);
+const SEGMENTED = new Uint8Array(SIZE).map((_, i) => segmentValue(i));
+
+/** Answers each READ of the segmented export with one data or hole chunk per segment, listed backwards. */
+function segmentedReplies(c: FakeConnection, s: FakeSession): Promise<void> {
+  return answerEach(c, s, (r) => {
+    const end = r.offset + r.length;
+    const segments: Array<[number, number]> = [];
+    for (let at = r.offset; at < end; at = Math.min(end, (Math.floor(at / SEGMENT) + 1) * SEGMENT)) {
+      segments.push([at, Math.min(end, (Math.floor(at / SEGMENT) + 1) * SEGMENT) - at]);
+    }
+    for (const [at, length] of segments.reverse()) {
+      if (segmentValue(at) === 0) c.chunk(r.cookie, NBD_REPLY_TYPE_OFFSET_HOLE, encodeOffsetHole(at, length), false);
+      else c.chunk(r.cookie, NBD_REPLY_TYPE_OFFSET_DATA, DATA(at, SEGMENTED.subarray(at, at + length)), false);
+    }
+    c.chunk(r.cookie, NBD_REPLY_TYPE_NONE, new Uint8Array(0), true);
+  });
+}
+
 describe('NbdClient reads', () => {
   test('a read assembles data and hole chunks that arrive out of order, also into a buffer shared by pieces', async () => {
-    // Content: 8 KiB segments, even ones holes, odd ones data; each reply lists its segments backwards.
-    const SEGMENT = 8192;
-    const value = (at: number): number => (Math.floor(at / SEGMENT) % 2 === 0 ? 0 : ((at * 7) & 0xff) || 1);
-    const model = new Uint8Array(SIZE).map((_, i) => value(i));
-    await scripted({ size: SIZE }, (c, s) => answerEach(c, s, (r) => {
-      const end = r.offset + r.length;
-      const segments: Array<[number, number]> = [];
-      for (let at = r.offset; at < end; at = Math.min(end, (Math.floor(at / SEGMENT) + 1) * SEGMENT)) {
-        segments.push([at, Math.min(end, (Math.floor(at / SEGMENT) + 1) * SEGMENT) - at]);
-      }
-      for (const [at, length] of segments.reverse()) {
-        if (value(at) === 0) c.chunk(r.cookie, NBD_REPLY_TYPE_OFFSET_HOLE, encodeOffsetHole(at, length), false);
-        else c.chunk(r.cookie, NBD_REPLY_TYPE_OFFSET_DATA, DATA(at, model.subarray(at, at + length)), false);
-      }
-      c.chunk(r.cookie, NBD_REPLY_TYPE_NONE, new Uint8Array(0), true);
-    }), async (client) => {
+    await scripted({ size: SIZE }, segmentedReplies, async (client) => {
       for (const [offset, length] of [[5000, 30000], [0, SEGMENT], [SEGMENT + 1, 100], [3, 200000], [0, SIZE]] as const) {
-        assert.deepEqual(await client.read(offset, length), model.subarray(offset, offset + length), `read(${offset}, ${length})`);
+        assert.deepEqual(await client.read(offset, length), SEGMENTED.subarray(offset, offset + length), `read(${offset}, ${length})`);
       }
+    }, { requestSize: 20000 });
+  });
+
+  test('readInto() fills the caller\'s buffer, holes included, over several requests, and checks its arguments', async () => {
+    await scripted({ size: SIZE }, segmentedReplies, async (client) => {
+      for (const [offset, length] of [[5000, 30000], [SEGMENT + 1, 100], [3, 200000], [0, SIZE]] as const) {
+        const target = new Uint8Array(length).fill(0xee); // holes must overwrite what the buffer held
+        await client.readInto(offset, target);
+        assert.deepEqual(target, SEGMENTED.subarray(offset, offset + length), `readInto(${offset}, ${length} bytes)`);
+      }
+      await client.readInto(7, new Uint8Array(0));
+      await assert.rejects(client.readInto(SIZE - 1, new Uint8Array(2)), (e: unknown) => hasCode(e, 'OUT_OF_RANGE'));
+      await assert.rejects(client.readInto(0, [1, 2] as unknown as Uint8Array), (e: unknown) => hasCode(e, 'INVALID_ARGUMENT'));
     }, { requestSize: 20000 });
   });
 
@@ -308,6 +327,9 @@ describe('NbdClient with a minimum block size', () => {
       await client.writeZeroes(1, 2000);
       expected.fill(0, 1, 2001);
       assert.deepEqual(await client.read(3, 5000), expected.subarray(3, 5003));
+      const into = new Uint8Array(5000);
+      await client.readInto(3, into);
+      assert.deepEqual(into, expected.subarray(3, 5003));
       assert.deepEqual(await device.read(0, SIZE), expected);
     });
     for (const r of log) assert.ok(r.offset % 512 === 0 && r.length % 512 === 0, `request ${JSON.stringify({ ...r, cookie: String(r.cookie) })} is aligned`);

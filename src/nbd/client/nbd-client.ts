@@ -102,7 +102,7 @@ export class NbdClient implements BlockDevice {
     this.blockSize = settings.blockSize;
     this.#connections = opened.map(
       (o) =>
-        new NbdConnection(o.stream, o.leftover, {
+        new NbdConnection(o.stream, o.leftover, o.input, {
           structuredReplies: o.structuredReplies,
           extendedHeaders: o.extendedHeaders,
           contexts: o.contexts,
@@ -133,16 +133,25 @@ export class NbdClient implements BlockDevice {
       checkRange(action, this.size, offset, length);
       if (length === 0) return new Uint8Array(0);
       const { start, end } = this.#aligned(offset, offset + length);
-      const { requestSize } = this.#settings;
-      let data: Uint8Array;
-      if (end - start <= requestSize) {
-        data = await this.#pick(action).read(start, end - start);
-      } else {
-        data = new Uint8Array(end - start);
-        const out = data;
-        await settleAll(pieces(start, end, requestSize).map(([at, count]) => this.#pick(action).read(at, count, out, at - start)));
-      }
+      const data = await this.#readRange(action, start, end);
       return start === offset && data.length === length ? data : data.subarray(offset - start, offset - start + length);
+    });
+  }
+
+  /**
+   * Reads `target.length` bytes at `offset` into `target` (borrowed until the promise settles;
+   * on failure its content is unspecified): `read` without allocating, for callers that reuse
+   * their buffers. Reply data goes from the socket straight into `target` where it can.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<void> {
+    const action = `read ${target?.length} bytes at ${offset} of ${this.#target}`;
+    return this.#gate.run(action, async () => {
+      if (!(target instanceof Uint8Array)) throw new InvalidArgumentError(action, 'target is not a Uint8Array');
+      checkRange(action, this.size, offset, target.length);
+      if (target.length === 0) return;
+      const { start, end } = this.#aligned(offset, offset + target.length);
+      if (start === offset && end === offset + target.length) await this.#readRange(action, start, end, target);
+      else target.set((await this.#readRange(action, start, end)).subarray(offset - start, offset - start + target.length));
     });
   }
 
@@ -263,6 +272,15 @@ export class NbdClient implements BlockDevice {
     return this.#gate.close(async () => {
       await Promise.all(this.#connections.map((c) => c.close()));
     });
+  }
+
+  /** Reads the aligned range `[start, end)` in requests of `requestSize`, into `into` (exactly that long) or a new buffer. */
+  async #readRange(action: string, start: number, end: number, into?: Uint8Array): Promise<Uint8Array> {
+    const { requestSize } = this.#settings;
+    if (end - start <= requestSize) return this.#pick(action).read(start, end - start, into);
+    const out = into ?? new Uint8Array(end - start);
+    await settleAll(pieces(start, end, requestSize).map(([at, count]) => this.#pick(action).read(at, count, out, at - start)));
+    return out;
   }
 
   /** The least busy usable connection; rejects with a retryable error when none is left. */

@@ -60,6 +60,7 @@ import { type NbdAddress } from '../protocol/uri.js';
 import { type TlsCredentials } from '../tls.js';
 import { describeAddress, openSocket, upgradeToTls } from './connect.js';
 import { endStream } from './connection.js';
+import { SocketInput } from './socket-input.js';
 import { SocketReader } from './socket-reader.js';
 
 /** What the server says about an export (NBD_INFO_* replies, or the NBD_OPT_EXPORT_NAME reply). */
@@ -103,10 +104,14 @@ export class Handshake {
   #structuredReplies = false;
   #extendedHeaders = false;
 
-  private constructor(address: NbdAddress, stream: Duplex, reader: SocketReader, fixedNewstyle: boolean, noZeroes: boolean) {
+  /** The plain socket's input, when it reads into user buffers (never with TLS). */
+  readonly #input: SocketInput | undefined;
+
+  private constructor(address: NbdAddress, stream: Duplex, reader: SocketReader, fixedNewstyle: boolean, noZeroes: boolean, input: SocketInput | undefined) {
     this.address = address;
     this.#stream = stream;
     this.#reader = reader;
+    this.#input = input;
     this.fixedNewstyle = fixedNewstyle;
     this.noZeroes = noZeroes;
   }
@@ -117,10 +122,12 @@ export class Handshake {
    */
   static async start(address: NbdAddress, credentials: TlsCredentials | undefined, onStream: (stream: Duplex) => void): Promise<Handshake> {
     const action = `negotiate with the NBD server at ${describeAddress(address)}`;
-    const { socket, connected } = openSocket(address, action);
+    // A socket TLS will wrap keeps its 'data' events; a plain one reads into reused buffers.
+    const input = credentials === undefined ? new SocketInput() : undefined;
+    const { socket, connected } = openSocket(address, action, input);
     onStream(socket);
     await connected;
-    const reader = new SocketReader(socket, action);
+    const reader = new SocketReader(socket, action, input);
     const magic = await reader.readExactly(8);
     const magicValue = new DataView(magic.buffer, magic.byteOffset, 8).getBigUint64(0);
     if (magicValue !== NBD_MAGIC) {
@@ -133,7 +140,7 @@ export class Handshake {
     const fixedNewstyle = (flags & NBD_FLAG_FIXED_NEWSTYLE) !== 0;
     const noZeroes = (flags & NBD_FLAG_NO_ZEROES) !== 0;
     socket.write(encodeClientFlags((fixedNewstyle ? NBD_FLAG_C_FIXED_NEWSTYLE : 0) | (noZeroes ? NBD_FLAG_C_NO_ZEROES : 0)));
-    const handshake = new Handshake(address, socket, reader, fixedNewstyle, noZeroes);
+    const handshake = new Handshake(address, socket, reader, fixedNewstyle, noZeroes, input);
     if (credentials !== undefined) await handshake.#startTls(socket, credentials, onStream);
     return handshake;
   }
@@ -276,6 +283,7 @@ export class Handshake {
       clearTimeout(timer);
     }
     this.#reader.detach();
+    this.#input?.discard();
     await endStream(this.#stream);
   }
 
@@ -286,8 +294,8 @@ export class Handshake {
   }
 
   /** After GO or EXPORT_NAME: hands the stream and the bytes received past the handshake to the transmission phase. */
-  finish(): { stream: Duplex; leftover: Uint8Array } {
-    return { stream: this.#stream, leftover: this.#reader.detach() };
+  finish(): { stream: Duplex; leftover: Uint8Array; input: SocketInput | undefined } {
+    return { stream: this.#stream, leftover: this.#reader.detach(), input: this.#tls ? undefined : this.#input };
   }
 
   async #exportName(exportName: string): Promise<ExportDetails> {

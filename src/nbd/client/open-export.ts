@@ -11,6 +11,7 @@ import { type TlsCredentials } from '../tls.js';
 import { credentialsFor, describeAddress, resolveTarget, withDeadline } from './connect.js';
 import { Handshake, openAction, type ExportDetails } from './negotiate.js';
 import { openOptions, type ClientSettings, type NbdConnectOptions } from './settings.js';
+import { type SocketInput } from './socket-input.js';
 
 /** What to ask for on one connection. */
 export interface OpenExportRequest {
@@ -31,6 +32,8 @@ export interface OpenedExport {
   stream: Duplex;
   /** Bytes received after the handshake (the start of the first replies). */
   leftover: Uint8Array;
+  /** Where a plain socket's bytes arrive (it emits no 'data' events then); undefined over TLS. */
+  input: SocketInput | undefined;
   details: ExportDetails;
   tls: boolean;
   structuredReplies: boolean;
@@ -60,10 +63,11 @@ export function openExport(request: OpenExportRequest): Promise<OpenedExport> {
         throw new NotFoundError(action, `no meta context ${missing.map((m) => `'${m}'`).join(', ')}: ${why}`);
       }
       const details = await handshake.go(request.exportName);
-      const { stream, leftover } = handshake.finish();
+      const { stream, leftover, input } = handshake.finish();
       return {
         stream,
         leftover,
+        input,
         details,
         tls: handshake.tls,
         structuredReplies: handshake.structuredReplies,

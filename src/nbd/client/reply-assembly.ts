@@ -205,6 +205,30 @@ function applyChunkPayload(request: PendingRequest, state: AssemblyState, frame:
   }
 }
 
+/**
+ * Where the data of an NBD_REPLY_TYPE_OFFSET_DATA chunk (`length` bytes at `offset`) goes: a view
+ * of the READ's destination, the range then counting as covered; or undefined when the chunk is
+ * not valid for `request` (another command, outside the request, overlapping), so that it takes
+ * the ordinary path of {@link applyChunk}, which reports why.
+ */
+export function placeData(request: PendingRequest, offset: number, length: number): Uint8Array | undefined {
+  if (request.type !== NBD_CMD_READ || offset < request.offset || offset + length > request.offset + request.length) return undefined;
+  const state = (request.state ??= {});
+  if (!(state.coverage ??= new Coverage()).add(offset, offset + length)) return undefined;
+  const at = offset - request.offset;
+  return destination(request, state).subarray(at, at + length);
+}
+
+/**
+ * Ends a chunk whose data {@link placeData} placed. Returns true when it was the last one (the
+ * request is then settled).
+ */
+export function endPlacedChunk(request: PendingRequest, flags: number, context: ReplyContext): boolean {
+  if ((flags & NBD_REPLY_FLAG_DONE) === 0) return false;
+  finish(request, (request.state ??= {}), context);
+  return true;
+}
+
 /** Checks that `[offset, offset + length)` lies in the request and was not covered yet; returns its index in the request. */
 function cover(request: PendingRequest, state: AssemblyState, offset: number, length: number, what: string): number {
   const end = offset + length;

@@ -3,11 +3,16 @@
  * many bytes it waits for: `readExactly(n)` resolves with the next `n` bytes. The stream is read
  * only while a read waits (it is paused otherwise), so memory stays bounded by one received chunk
  * plus the bytes asked for. Once the handshake is over, `detach()` hands the stream and the bytes
- * received past the last read over to the transmission phase.
+ * received past the last read over to the transmission phase. A socket opened with a user buffer
+ * delivers its bytes through its {@link SocketInput} instead of 'data' events.
  */
 import { type Duplex } from 'node:stream';
 import { BitbackError, IoError } from '../../errors.js';
 import { ByteQueue } from '../protocol/byte-queue.js';
+import { type InputConsumer, type SocketInput } from './socket-input.js';
+
+/** Size of the buffer socket reads land in during negotiation (with a {@link SocketInput}). */
+const READ_BUFFER_SIZE = 16 * 1024;
 
 interface PendingRead {
   length: number;
@@ -23,6 +28,7 @@ export class SocketReader {
   #pending: PendingRead | undefined;
   #error: BitbackError | undefined;
   #detached = false;
+  readonly #input: SocketInput | undefined;
   readonly #onData = (chunk: Uint8Array): void => this.#data(chunk);
   readonly #onEnd = (): void => this.fail(new IoError(this.#action, 'the server closed the connection', 'ECONNRESET', { retryable: true }));
   readonly #onError = (e: Error): void => {
@@ -31,14 +37,26 @@ export class SocketReader {
   };
 
   /**
-   * Starts reading `stream` (which must not have other `data` listeners). `action` names what the
-   * reads are for, in errors ("negotiate with the NBD server at ...").
+   * Starts reading `stream` (which must not have other `data` listeners), or `input` when the
+   * stream is a socket opened with it. `action` names what the reads are for, in errors
+   * ("negotiate with the NBD server at ...").
    */
-  constructor(stream: Duplex, action: string) {
+  constructor(stream: Duplex, action: string, input?: SocketInput) {
     this.#stream = stream;
     this.#action = action;
+    this.#input = input;
     stream.pause();
-    stream.on('data', this.#onData);
+    if (input !== undefined) {
+      const buffer = new Uint8Array(READ_BUFFER_SIZE);
+      const consumer: InputConsumer = {
+        nextBuffer: () => buffer,
+        received: (n) => this.#data(buffer.slice(0, n)),
+        feed: (chunk) => this.#data(chunk.slice()),
+      };
+      input.attach(consumer);
+    } else {
+      stream.on('data', this.#onData);
+    }
     stream.on('end', this.#onEnd);
     stream.on('close', this.#onEnd);
     stream.on('error', this.#onError);
@@ -74,6 +92,7 @@ export class SocketReader {
    */
   detach(): Uint8Array {
     this.#detached = true;
+    this.#input?.detach();
     this.#stream.off('data', this.#onData);
     this.#stream.off('end', this.#onEnd);
     this.#stream.off('close', this.#onEnd);

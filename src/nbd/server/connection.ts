@@ -5,8 +5,9 @@
  * Memory stays bounded whatever the client sends: reading stops while `maxInFlight` requests or
  * more than the byte budget are in flight, while decoded requests wait to start, and while the
  * socket's write buffer is full; the decoders hold at most one option or one request payload.
+ * Replies are written by a {@link ReplyWriter}, in batches.
  */
-import { type Socket } from 'node:net';
+import { Socket } from 'node:net';
 import { type Duplex } from 'node:stream';
 import {
   NBD_CMD_DISC,
@@ -19,8 +20,10 @@ import {
   type RequestFrame,
 } from '../protocol/index.js';
 import { startServerTls } from '../tls.js';
+import { type BufferPool } from './buffer-pool.js';
 import { Negotiator, feedNegotiation, type NegotiationHost, type SessionSetup } from './negotiation.js';
-import { errorReply } from './replies.js';
+import { ReplyWriter } from './reply-writer.js';
+import { errorReply, type Reply } from './replies.js';
 import { RequestSlots, type StartedRequest } from './request-slots.js';
 import { handleRequest, makeSession, requestCost, type Session } from './transmission.js';
 import { type ServedExport } from './served-export.js';
@@ -34,6 +37,8 @@ export interface ConnectionHost extends NegotiationHost {
   detach(connection: Connection): void;
   /** A connection-level problem, for the log. */
   report(e: unknown, context: string): void;
+  /** Where READ data is read into (shared by the server's connections). */
+  readonly buffers: BufferPool;
 }
 
 /** Where a connection is. */
@@ -55,6 +60,7 @@ export class Connection {
   readonly #decoder = new NegotiationDecoder();
   readonly #negotiator: Negotiator;
   #requests: RequestDecoder | undefined;
+  #replies: ReplyWriter | undefined;
   #session: Session | undefined;
   /** Requests decoded and not answered yet (made at NBD_OPT_GO). */
   #slots: RequestSlots | undefined;
@@ -174,6 +180,14 @@ export class Connection {
     }
   }
 
+  /** Writes a reply of the transmission phase; stops taking requests while the stream is full. */
+  #sendReply(reply: Reply): void {
+    if (this.#replies!.write(reply)) {
+      this.#awaitingDrain = true;
+      this.#updateFlow();
+    }
+  }
+
   /** Reads while there is room for what the client may send. */
   #updateFlow(): void {
     let read: boolean;
@@ -182,7 +196,7 @@ export class Connection {
         read = !this.#awaitingDrain;
         break;
       case 'transmission':
-        read = this.#disconnecting || (!this.#awaitingDrain && !this.#slots!.full);
+        read = this.#disconnecting || (!this.#awaitingDrain && (this.#paused ? this.#slots!.roomy : !this.#slots!.full));
         break;
       case 'closing':
         read = true; // discard until the client closes, so that the kernel does not reset the connection
@@ -336,7 +350,12 @@ export class Connection {
       this.#finish();
       return;
     }
-    const session = makeSession(setup, this.#host.options.maxPayload);
+    // Pooled read buffers are reused once the stream calls back on their write: only a socket
+    // has copied the bytes by then (an in-process stream may still hold them, unread).
+    const buffers = this.#raw instanceof Socket ? this.#host.buffers : undefined;
+    const session = makeSession(setup, this.#host.options.maxPayload, buffers);
+    // "Full": more than one maximum payload queued, as for negotiation replies.
+    this.#replies = new ReplyWriter(this.#stream, buffers, this.#host.options.maxPayload);
     this.#session = session;
     this.#slots = new RequestSlots(this.#host.options.maxInFlight, this.#host.options.maxInFlightBytes, (frame) => requestCost(session, frame));
     this.#requests = new RequestDecoder({ extended: setup.extended, maxPayload: this.#host.options.maxPayload });
@@ -361,7 +380,7 @@ export class Connection {
         this.#disconnecting = true;
         break;
       }
-      if (this.#draining) this.#send(errorReply(this.#session!, frame.request, NBD_ESHUTDOWN, 'the server is shutting down'));
+      if (this.#draining) this.#sendReply({ parts: errorReply(this.#session!, frame.request, NBD_ESHUTDOWN, 'the server is shutting down') });
       else this.#slots!.push(frame);
     }
     this.#pump();
@@ -376,23 +395,21 @@ export class Connection {
     while (!this.#awaitingDrain) {
       const next = slots.next();
       if (next === undefined) break;
-      this.#start(session, slots, next);
+      void this.#start(session, slots, next);
     }
     this.#updateFlow();
     this.#maybeFinish();
   }
 
-  #start(session: Session, slots: RequestSlots, started: StartedRequest): void {
-    handleRequest(session, started.frame)
-      .then(
-        (reply) => this.#send(reply),
-        (e: unknown) => this.#host.report(e, 'NBD request'),
-      )
-      .finally(() => {
-        slots.done(started);
-        if (this.#phase === 'closed') this.#settleIfDone();
-        else this.#pump();
-      });
+  async #start(session: Session, slots: RequestSlots, started: StartedRequest): Promise<void> {
+    try {
+      this.#sendReply(await handleRequest(session, started.frame));
+    } catch (e) {
+      this.#host.report(e, 'NBD request');
+    }
+    slots.done(started);
+    if (this.#phase === 'closed') this.#settleIfDone();
+    else this.#pump();
   }
 
   #maybeFinish(): void {

@@ -1,8 +1,10 @@
 /**
  * The requests of one connection between decoding and reply: those waiting for a slot and
  * those running, bounded in number (`maxInFlight`) and in bytes (`maxBytes`). The connection
- * stops reading while {@link RequestSlots.full} is true, so what waits is at most what one
- * socket read delivered.
+ * stops reading once {@link RequestSlots.full} is true, so what waits is at most what one
+ * socket read delivered, and reads again once {@link RequestSlots.roomy}: pausing and resuming
+ * a stream costs several steps each, too many to take for every request of a client that keeps
+ * the limit in flight (nbdcopy keeps 64).
  */
 import { type RequestFrame } from '../protocol/index.js';
 
@@ -62,6 +64,11 @@ export class RequestSlots {
   /** No more requests should be read: some wait, or the limits are reached. */
   get full(): boolean {
     return this.#waiting.length > 0 || this.#inFlight >= this.#maxInFlight || this.#bytes >= this.#maxBytes;
+  }
+
+  /** Reading may go on again: nothing waits, and at most half the limits are in flight. */
+  get roomy(): boolean {
+    return this.#waiting.length === 0 && this.#inFlight <= this.#maxInFlight / 2 && this.#bytes <= this.#maxBytes / 2;
   }
 
   /** Nothing waits and nothing runs. */

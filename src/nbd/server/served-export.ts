@@ -17,6 +17,7 @@ import {
   NBD_FLAG_SEND_WRITE_ZEROES,
   NBD_MAX_STRING,
 } from '../protocol/index.js';
+import { KnownData } from './known-data.js';
 import { exportContexts, type MetaContext } from './meta-contexts.js';
 import { type NbdExport } from './types.js';
 
@@ -26,6 +27,8 @@ export interface ServedExport {
   readonly name: string;
   readonly readOnly: boolean;
   readonly contexts: readonly MetaContext[];
+  /** Ranges lately reported as data, shared by the export's connections (see known-data.ts). */
+  readonly knownData: KnownData;
 }
 
 const ENCODER = new TextEncoder();
@@ -60,6 +63,7 @@ export function makeServedExport(spec: NbdExport): ServedExport {
     name: spec.name,
     readOnly: device.capabilities.readOnly || spec.readOnly === true,
     contexts: exportContexts(bitmaps, spec.allocationDepth ?? true),
+    knownData: new KnownData(),
   };
 }
 

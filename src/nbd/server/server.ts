@@ -6,6 +6,7 @@
 import { createServer, Socket, type Server } from 'node:net';
 import { type Duplex } from 'node:stream';
 import { ClosedError, InvalidArgumentError, NotFoundError } from '../../errors.js';
+import { BufferPool } from './buffer-pool.js';
 import { Connection, type ConnectionHost } from './connection.js';
 import { bindListener, type BoundListener } from './listen.js';
 import { makeServedExport, type ServedExport } from './served-export.js';
@@ -18,6 +19,9 @@ import {
   type NbdServerStats,
   type ResolvedServerOptions,
 } from './types.js';
+
+/** How long the server keeps free read buffers when no read takes one. */
+const POOL_IDLE_MS = 5000;
 
 /**
  * Serves `BlockDevice`s over NBD (fixed newstyle; structured replies, extended headers, meta
@@ -33,11 +37,16 @@ export class NbdServer {
   readonly #attached = new Map<ServedExport, Set<Connection>>();
   readonly #listeners: Array<{ server: Server; bound: BoundListener | undefined }> = [];
   readonly #host: ConnectionHost;
+  readonly #buffers: BufferPool;
   #closing: Promise<void> | undefined;
 
   /** @throws InvalidArgumentError for out-of-range options */
   constructor(options: NbdServerOptions = {}) {
     this.#options = resolveServerOptions(options);
+    // Free read buffers kept: as many bytes as one connection may have in flight (nbdcopy's four
+    // connections of 64 reads of 256 KiB use 64 MiB), dropped after a while without reads.
+    const buffers = new BufferPool(this.#options.maxInFlightBytes, POOL_IDLE_MS);
+    this.#buffers = buffers;
     const server = this;
     this.#host = {
       options: this.#options,
@@ -53,6 +62,7 @@ export class NbdServer {
         set.add(connection);
         return true;
       },
+      buffers,
       detach: (connection) => {
         this.#connections.delete(connection);
         for (const [exp, set] of this.#attached) {
@@ -172,5 +182,6 @@ export class NbdServer {
     for (const c of rest) c.terminate();
     await Promise.all(rest.map((c) => c.done));
     await Promise.all(this.#listeners.map((l) => new Promise<void>((resolve) => (l.server.listening ? l.server.close(() => resolve()) : resolve()))));
+    this.#buffers.clear();
   }
 }

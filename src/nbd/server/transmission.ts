@@ -21,16 +21,20 @@ import {
   NBD_EINVAL,
   NBD_ENOSPC,
   NBD_EPERM,
+  NBD_STATE_ZERO,
   blockStatusReplyType,
   commandName,
   encodeBlockStatus,
   type NbdRequest,
   type RequestFrame,
+  type StatusDescriptor,
 } from '../protocol/index.js';
 import { nbdFailureOf } from './errors-map.js';
 import { contextExtents, type SelectedContext } from './meta-contexts.js';
+import { type BufferPool } from './buffer-pool.js';
+import { type KnownData } from './known-data.js';
 import { readPieces, encodeReadReply } from './read-reply.js';
-import { chunkParts, errorReply, successReply, type ReplyMode, type ReplyParts } from './replies.js';
+import { chunkParts, errorReply, successReply, type Reply, type ReplyMode, type ReplyParts } from './replies.js';
 import { type SessionSetup } from './negotiation.js';
 
 /** Most descriptors in one block status chunk (QEMU's limit: 1 MiB of compact descriptors). */
@@ -46,10 +50,14 @@ export interface Session extends ReplyMode {
   readonly maxPayload: number;
   /** Descriptors per block status chunk. */
   readonly maxExtents: number;
+  /** Where READ data is read into, for devices that can read into a given buffer. */
+  readonly buffers: BufferPool | undefined;
+  /** The export's ranges lately reported as data. */
+  readonly knownData: KnownData;
 }
 
 /** Builds the session of a connection entering transmission. */
-export function makeSession(setup: SessionSetup, maxPayload: number): Session {
+export function makeSession(setup: SessionSetup, maxPayload: number, buffers?: BufferPool): Session {
   const descriptorSize = setup.extended ? 16 : 8;
   return {
     device: setup.export.spec.device,
@@ -59,6 +67,8 @@ export function makeSession(setup: SessionSetup, maxPayload: number): Session {
     contexts: setup.contexts,
     maxPayload,
     maxExtents: Math.max(1, Math.min(MAX_STATUS_EXTENTS, Math.floor((maxPayload - 8) / descriptorSize))),
+    buffers,
+    knownData: setup.export.knownData,
   };
 }
 
@@ -98,62 +108,104 @@ function allowedFlags(session: Session, type: number): number | undefined {
 }
 
 /** Answers one request. Resolves with the whole reply; never rejects. */
-export async function handleRequest(session: Session, frame: RequestFrame): Promise<ReplyParts> {
+export function handleRequest(session: Session, frame: RequestFrame): Promise<Reply> {
   const request = frame.request;
-  const fail = (errno: number, message: string): ReplyParts => errorReply(session, request, errno, message);
-  const name = commandName(request.type);
   if (frame.kind === 'payload-too-big') {
     // proto.md "Block size constraints": the server SHOULD report NBD_EINVAL for a request larger
     // than the advertised maximum; "Error values": it SHOULD NOT return NBD_EOVERFLOW except for
     // READ with DF or (extended headers) a command *without* payload whose length is past the
     // maximum — so a WRITE gets EINVAL. The payload was read and dropped: the stream is intact.
-    return fail(NBD_EINVAL, `${name} carries ${request.length} bytes, more than the maximum payload of ${session.maxPayload}`);
+    return failed(session, request, NBD_EINVAL, `${commandName(request.type)} carries ${request.length} bytes, more than the maximum payload of ${session.maxPayload}`);
   }
   const allowed = allowedFlags(session, request.type);
   // proto.md "Error values": NBD_EINVAL for an unknown command, an unknown flag, or a flag not
   // documented for the command.
-  if (allowed === undefined) return fail(NBD_EINVAL, `${name} is not a command this server knows`);
-  if ((request.flags & ~allowed) !== 0) return fail(NBD_EINVAL, `${name} does not accept flags 0x${(request.flags & ~allowed).toString(16)}`);
-  if (frame.payload !== undefined && request.type !== NBD_CMD_WRITE) return fail(NBD_EINVAL, `${name} takes no payload`);
-  try {
-    return await run(session, request, frame.payload);
-  } catch (e) {
-    const failure = nbdFailureOf(e);
-    return fail(failure.errno, failure.message);
+  if (allowed === undefined) return failed(session, request, NBD_EINVAL, `${commandName(request.type)} is not a command this server knows`);
+  if ((request.flags & ~allowed) !== 0) {
+    return failed(session, request, NBD_EINVAL, `${commandName(request.type)} does not accept flags 0x${(request.flags & ~allowed).toString(16)}`);
   }
+  if (frame.payload !== undefined && request.type !== NBD_CMD_WRITE) return failed(session, request, NBD_EINVAL, `${commandName(request.type)} takes no payload`);
+  // READ, by far the most frequent, in as few asynchronous steps as possible.
+  if (request.type === NBD_CMD_READ) return read(session, request);
+  return other(session, request, frame.payload);
+}
+
+function failed(session: Session, request: NbdRequest, errno: number, message: string): Promise<Reply> {
+  return Promise.resolve(fail(session, request, errno, message));
+}
+
+function failure(session: Session, request: NbdRequest, e: unknown): Reply {
+  const { errno, message } = nbdFailureOf(e);
+  return fail(session, request, errno, message);
+}
+
+function fail(session: Session, request: NbdRequest, errno: number, message: string): Reply {
+  return { parts: errorReply(session, request, errno, message) };
+}
+
+/** Whether `[offset, offset + length)` lies past the export (or is not a safe range at all). */
+function outside(session: Session, request: NbdRequest): boolean {
+  const end = request.offset + request.length;
+  return !Number.isSafeInteger(end) || end > session.device.size;
+}
+
+function pastTheEnd(session: Session, request: NbdRequest): string {
+  return `${request.offset}+${request.length} is past the export size ${session.device.size}`;
+}
+
+/** Never rejects. */
+async function read(session: Session, request: NbdRequest): Promise<Reply> {
+  const { offset, length, flags } = request;
+  // proto.md "Error values": NBD_EINVAL for a read beyond the size of the device.
+  if (outside(session, request)) return fail(session, request, NBD_EINVAL, pastTheEnd(session, request));
+  // "Block size constraints": a length past the advertised maximum → NBD_EINVAL (the spec lets
+  // a server serve larger structured reads; this one does not).
+  if (length > session.maxPayload) return fail(session, request, NBD_EINVAL, `a read of ${length} bytes is past the maximum payload of ${session.maxPayload}`);
+  const sparse = session.structured && (flags & NBD_CMD_FLAG_DF) === 0;
+  try {
+    const source = { device: session.device, pool: session.buffers, known: session.knownData };
+    return encodeReadReply(session, request, await readPieces(source, offset, length, sparse));
+  } catch (e) {
+    return failure(session, request, e);
+  }
+}
+
+/** Every command but READ. Never rejects. */
+async function other(session: Session, request: NbdRequest, payload: Uint8Array | undefined): Promise<Reply> {
+  try {
+    return { parts: await run(session, request, payload) };
+  } catch (e) {
+    return failure(session, request, e);
+  } finally {
+    // What this server changed is no longer known to be data (a zeroed or trimmed range may now
+    // be a hole). Forgotten once the change is done: a block status that ran before it may have
+    // recorded the range meanwhile.
+    if (changes(request.type) && !outside(session, request)) session.knownData.forget(request.offset, request.offset + request.length);
+  }
+}
+
+function changes(type: number): boolean {
+  return type === NBD_CMD_WRITE || type === NBD_CMD_WRITE_ZEROES || type === NBD_CMD_TRIM;
 }
 
 async function run(session: Session, request: NbdRequest, payload: Uint8Array | undefined): Promise<ReplyParts> {
   const { device } = session;
   const { offset, length, flags } = request;
-  const name = commandName(request.type);
-  const fail = (errno: number, message: string): ReplyParts => errorReply(session, request, errno, message);
-  const end = offset + length;
-  const outside = !Number.isSafeInteger(end) || end > device.size;
-  const where = `${offset}+${length} is past the export size ${device.size}`;
+  const failWith = (errno: number, message: string): ReplyParts => errorReply(session, request, errno, message);
   const fua = (flags & NBD_CMD_FLAG_FUA) !== 0;
   const writing = request.type === NBD_CMD_WRITE || request.type === NBD_CMD_WRITE_ZEROES || request.type === NBD_CMD_TRIM;
   // proto.md "Error values": NBD_EPERM for a write or trim on a read-only export.
-  if (writing && session.readOnly) return fail(NBD_EPERM, 'the export is read-only');
+  if (writing && session.readOnly) return failWith(NBD_EPERM, 'the export is read-only');
   switch (request.type) {
-    case NBD_CMD_READ: {
-      // proto.md "Error values": NBD_EINVAL for a read beyond the size of the device.
-      if (outside) return fail(NBD_EINVAL, where);
-      // "Block size constraints": a length past the advertised maximum → NBD_EINVAL (the spec lets
-      // a server serve larger structured reads; this one does not).
-      if (length > session.maxPayload) return fail(NBD_EINVAL, `a read of ${length} bytes is past the maximum payload of ${session.maxPayload}`);
-      const sparse = session.structured && (flags & NBD_CMD_FLAG_DF) === 0;
-      return encodeReadReply(session, request, await readPieces(device, offset, length, sparse));
-    }
     case NBD_CMD_WRITE: {
       // proto.md "Error values": NBD_ENOSPC for a write beyond the size of the device.
-      if (outside) return fail(NBD_ENOSPC, where);
+      if (outside(session, request)) return failWith(NBD_ENOSPC, pastTheEnd(session, request));
       await device.write(offset, payload ?? new Uint8Array(0), { fua });
       return successReply(session, request);
     }
     case NBD_CMD_WRITE_ZEROES: {
       // proto.md "NBD_CMD_WRITE_ZEROES": NBD_ENOSPC beyond the size of the device.
-      if (outside) return fail(NBD_ENOSPC, where);
+      if (outside(session, request)) return failWith(NBD_ENOSPC, pastTheEnd(session, request));
       await device.writeZeroes(offset, length, {
         fua,
         mayTrim: (flags & NBD_CMD_FLAG_NO_HOLE) === 0,
@@ -163,25 +215,25 @@ async function run(session: Session, request: NbdRequest, payload: Uint8Array | 
     }
     case NBD_CMD_TRIM: {
       // proto.md "Error values": NBD_EINVAL for a trim beyond the size of the device.
-      if (outside) return fail(NBD_EINVAL, where);
+      if (outside(session, request)) return failWith(NBD_EINVAL, pastTheEnd(session, request));
       await device.trim(offset, length, { fua });
       return successReply(session, request);
     }
     case NBD_CMD_FLUSH: {
       // proto.md "NBD_CMD_FLUSH": length and offset are reserved and MUST be zero.
-      if (offset !== 0 || length !== 0) return fail(NBD_EINVAL, `${name} must have offset and length 0`);
+      if (offset !== 0 || length !== 0) return failWith(NBD_EINVAL, `${commandName(request.type)} must have offset and length 0`);
       await device.flush();
       return successReply(session, request);
     }
     case NBD_CMD_CACHE: {
       // A hint that needs no action: the devices cache what they need. Out of range is EINVAL.
-      if (outside) return fail(NBD_EINVAL, where);
+      if (outside(session, request)) return failWith(NBD_EINVAL, pastTheEnd(session, request));
       return successReply(session, request);
     }
     case NBD_CMD_BLOCK_STATUS:
-      return blockStatus(session, request, outside ? where : undefined);
+      return blockStatus(session, request, outside(session, request) ? pastTheEnd(session, request) : undefined);
     default:
-      return fail(NBD_EINVAL, `${name} is not a command this server knows`);
+      return failWith(NBD_EINVAL, `${commandName(request.type)} is not a command this server knows`);
   }
 }
 
@@ -199,8 +251,18 @@ async function blockStatus(session: Session, request: NbdRequest, outside: strin
   const chunks: Uint8Array[][] = [];
   for (const context of session.contexts) {
     const extents = await contextExtents(context.source, session.device, request.offset, request.length, limits);
+    if (context.source.kind === 'allocation') recordData(session.knownData, request.offset, extents);
     chunks.push([encodeBlockStatus(context.id, reqOne ? extents.slice(0, 1) : extents, session.extended)]);
   }
   const type = blockStatusReplyType(session.extended);
   return chunks.flatMap((payload, i) => chunkParts(session, request, type, i === chunks.length - 1, payload));
+}
+
+/** Records the runs of a `base:allocation` answer from `offset` that do not read as zero. */
+function recordData(known: KnownData, offset: number, runs: readonly StatusDescriptor[]): void {
+  let position = offset;
+  for (const run of runs) {
+    if ((run.flags & NBD_STATE_ZERO) === 0) known.add(position, position + run.length);
+    position += run.length;
+  }
 }

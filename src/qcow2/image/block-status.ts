@@ -32,18 +32,21 @@ export async function guestBlockStatus(core: ImageCore, offset: number, length: 
   const limit = (Math.floor(offset / cs) + MAX_STATUS_CLUSTERS) * cs;
   const segments = await scan(core, offset, Math.min(offset + length, limit));
   const extents: BlockExtent[] = [];
-  const push = (extent: BlockExtent): void => {
-    const last = extents[extents.length - 1];
-    if (last !== undefined && last.flags === extent.flags && last.depth === extent.depth) last.length += extent.length;
-    else extents.push(extent);
-  };
+  const push = (extent: BlockExtent): void => pushExtent(extents, extent);
   for (const segment of segments) {
     const length = segment.to - segment.from;
-    if (segment.kind === 'data') push({ offset: segment.from, length, flags: 0, depth: 1 });
-    else if (segment.kind === 'zero') push({ offset: segment.from, length, flags: ExtentFlags.HOLE | ExtentFlags.ZERO, depth: 1 });
+    if (segment.kind === 'data') pushExtent(extents, { offset: segment.from, length, flags: 0, depth: 1 });
+    else if (segment.kind === 'zero') pushExtent(extents, { offset: segment.from, length, flags: ExtentFlags.HOLE | ExtentFlags.ZERO, depth: 1 });
     else if (!(await fromBacking(core, segment, push))) break;
   }
   return extents;
+}
+
+/** Appends `extent`, merged into the last one when they have the same flags and depth. */
+function pushExtent(extents: BlockExtent[], extent: BlockExtent): void {
+  const last = extents[extents.length - 1];
+  if (last !== undefined && last.flags === extent.flags && last.depth === extent.depth) last.length += extent.length;
+  else extents.push(extent);
 }
 
 /**
@@ -77,32 +80,33 @@ async function scan(core: ImageCore, offset: number, end: number): Promise<Segme
   const { g, map } = core;
   const cs = g.clusterSize;
   const segments: Segment[] = [];
-  const add = (from: number, to: number, kind: Kind): void => {
-    const last = segments[segments.length - 1];
-    if (last !== undefined && last.kind === kind && last.to === from) last.to = to;
-    else segments.push({ from, to, kind });
-  };
   for (let position = offset; position < end; ) {
     const cluster = Math.floor(position / cs);
-    const { l2Index } = map.slot(cluster);
-    const count = Math.min(Math.floor((end - 1) / cs) - cluster + 1, g.l2Entries - l2Index);
+    const count = Math.min(Math.floor((end - 1) / cs) - cluster + 1, g.l2Entries - (cluster % g.l2Entries));
     const entries = await map.entries(cluster, count);
-    entries.forEach((entry, i) => {
+    for (let i = 0; i < count; i++) {
       const start = (cluster + i) * cs;
-      addCluster(core, entry, start, Math.max(position, start), Math.min(end, start + cs), add);
-    });
+      addCluster(core, entries[i]!, start, Math.max(position, start), Math.min(end, start + cs), segments);
+    }
     position = (cluster + count) * cs;
   }
   return segments;
 }
 
-function addCluster(core: ImageCore, entry: L2Entry, start: number, from: number, to: number, add: (from: number, to: number, kind: Kind) => void): void {
-  if (entry.kind === 'compressed') return add(from, to, 'data');
-  if (entry.kind === 'zero') return add(from, to, 'zero');
-  if (entry.subclusters === undefined) return add(from, to, entry.kind === 'normal' ? 'data' : 'unallocated');
+/** Appends a segment, merged into the last one when it continues it with the same kind. */
+function addSegment(segments: Segment[], from: number, to: number, kind: Kind): void {
+  const last = segments[segments.length - 1];
+  if (last !== undefined && last.kind === kind && last.to === from) last.to = to;
+  else segments.push({ from, to, kind });
+}
+
+function addCluster(core: ImageCore, entry: L2Entry, start: number, from: number, to: number, segments: Segment[]): void {
+  if (entry.kind === 'compressed') return addSegment(segments, from, to, 'data');
+  if (entry.kind === 'zero') return addSegment(segments, from, to, 'zero');
+  if (entry.subclusters === undefined) return addSegment(segments, from, to, entry.kind === 'normal' ? 'data' : 'unallocated');
   const ss = core.g.subclusterSize;
   for (let s = Math.floor((from - start) / ss); start + s * ss < to; s++) {
     const kind = subclusterKind(entry, s);
-    add(Math.max(from, start + s * ss), Math.min(to, start + (s + 1) * ss), kind === 'zero' || kind === 'unallocated' ? kind : 'data');
+    addSegment(segments, Math.max(from, start + s * ss), Math.min(to, start + (s + 1) * ss), kind === 'zero' || kind === 'unallocated' ? kind : 'data');
   }
 }

@@ -2,6 +2,7 @@
  * The host file under a qcow2 image: positioned reads and writes that loop until complete,
  * and the file's end, tracked as the image grows it.
  */
+import { read as readFd } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { IoError, NotFoundError, fromSystemError } from '../../errors.js';
 
@@ -63,7 +64,7 @@ export class ImageFile {
     try {
       while (done < target.length) {
         const n = Math.min(target.length - done, MAX_SYSCALL);
-        const { bytesRead } = await this.#handle.read(target, done, n, position + done);
+        const bytesRead = await pread(this.#handle.fd, target, done, n, position + done);
         if (bytesRead === 0) break;
         done += bytesRead;
       }
@@ -117,4 +118,16 @@ export class ImageFile {
       throw fromSystemError(`close ${this.path}`, e);
     }
   }
+}
+
+/**
+ * One positioned read into `buffer` at `offset`, resolving with the bytes read. Through the
+ * callback API on the handle's descriptor: `FileHandle.read` costs about three times as much
+ * CPU per call (a promise and a stats array per request), which shows when an NBD server reads
+ * a qcow2 image. The descriptor stays open meanwhile: the image's `close` waits for its reads.
+ */
+function pread(fd: number, buffer: Uint8Array, offset: number, length: number, position: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    readFd(fd, buffer, offset, length, position, (e, bytesRead) => (e === null ? resolve(bytesRead) : reject(e)));
+  });
 }

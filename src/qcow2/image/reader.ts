@@ -18,22 +18,22 @@ import type { ImageCore } from './core.js';
 type Piece =
   | { kind: 'host'; guest: number; host: number; length: number }
   | { kind: 'backing'; guest: number; length: number }
-  | { kind: 'compressed'; guest: number; length: number; clusterStart: number; entry: CompressedCluster; field: string };
+  | { kind: 'compressed'; guest: number; length: number; clusterStart: number; entry: CompressedCluster; l1Index: number; l2Index: number };
 
 /**
  * Reads `target.length` guest bytes at `offset` into `target`, whatever it held before (the
  * bytes that no cluster supplies are zeroed). The range must lie within the virtual size.
  */
 export async function readGuestInto(core: ImageCore, offset: number, target: Uint8Array): Promise<void> {
-  const plan = await planRead(core, offset, target.length);
+  const pieces = await planPieces(core, offset, offset + target.length);
   let at = 0;
-  for (const piece of plan.pieces) {
+  for (const piece of pieces) {
     const from = piece.guest - offset;
     if (from > at) target.fill(0, at, from);
     at = from + piece.length;
   }
   if (at < target.length) target.fill(0, at);
-  await runRead(core, plan, target);
+  await readPieces(core, offset, pieces, target);
 }
 
 /**
@@ -55,9 +55,16 @@ export async function planRead(core: ImageCore, offset: number, length: number):
  * Reads what `plan` says into `target` (as long as the planned range, zero-filled). Does no
  * lookups, so it may run while the mapping changes elsewhere.
  */
-export async function runRead(core: ImageCore, plan: ReadPlan, target: Uint8Array): Promise<void> {
-  if (plan.pieces.length === 1) return readPiece(core, plan.offset, target, plan.pieces[0]!);
-  await Promise.all(plan.pieces.map((piece) => readPiece(core, plan.offset, target, piece)));
+export function runRead(core: ImageCore, plan: ReadPlan, target: Uint8Array): Promise<void> {
+  return readPieces(core, plan.offset, plan.pieces, target);
+}
+
+/** Reads `pieces` of the range at guest `offset` into `target`, concurrently. */
+function readPieces(core: ImageCore, offset: number, pieces: readonly Piece[], target: Uint8Array): Promise<void> {
+  // One piece (a read within a contiguous run, the usual case) needs no Promise.all.
+  if (pieces.length === 1) return readPiece(core, offset, target, pieces[0]!);
+  if (pieces.length === 0) return Promise.resolve();
+  return Promise.all(pieces.map((piece) => readPiece(core, offset, target, piece))).then(() => undefined);
 }
 
 /** The pieces of guest range `[offset, end)`, merged where contiguous. */
@@ -65,54 +72,46 @@ async function planPieces(core: ImageCore, offset: number, end: number): Promise
   const { g, map } = core;
   const cs = g.clusterSize;
   const pieces: Piece[] = [];
-  const add = (piece: Piece): void => {
-    const last = pieces[pieces.length - 1];
-    if (last !== undefined && last.kind === piece.kind && last.guest + last.length === piece.guest) {
-      if (last.kind === 'backing') {
-        last.length += piece.length;
-        return;
-      }
-      if (last.kind === 'host' && piece.kind === 'host' && last.host + last.length === piece.host) {
-        last.length += piece.length;
-        return;
-      }
-    }
-    pieces.push(piece);
-  };
   for (let position = offset; position < end; ) {
     const cluster = Math.floor(position / cs);
-    const { l1Index, l2Index } = map.slot(cluster);
+    const l1Index = Math.floor(cluster / g.l2Entries);
+    const l2Index = cluster % g.l2Entries;
     const count = Math.min(Math.floor((end - 1) / cs) - cluster + 1, g.l2Entries - l2Index);
     const entries = await map.entries(cluster, count);
-    entries.forEach((entry, i) => {
+    for (let i = 0; i < count; i++) {
       const clusterStart = (cluster + i) * cs;
-      const from = Math.max(position, clusterStart);
-      const to = Math.min(end, clusterStart + cs);
-      const field = `l1[${l1Index}].l2[${l2Index + i}]`;
-      planCluster(core, entry, clusterStart, from, to, field, add);
-    });
+      planCluster(core, entries[i]!, clusterStart, Math.max(position, clusterStart), Math.min(end, clusterStart + cs), l1Index, l2Index + i, pieces);
+    }
     position = (cluster + count) * cs;
   }
   return pieces;
 }
 
-function planCluster(
-  core: ImageCore,
-  entry: L2Entry,
-  clusterStart: number,
-  from: number,
-  to: number,
-  field: string,
-  add: (piece: Piece) => void,
-): void {
+/** Appends `piece` to `pieces`, merged into the last one when both read one contiguous run. */
+function addPiece(pieces: Piece[], piece: Piece): void {
+  const last = pieces[pieces.length - 1];
+  if (last !== undefined && last.kind === piece.kind && last.guest + last.length === piece.guest) {
+    if (last.kind === 'backing') {
+      last.length += piece.length;
+      return;
+    }
+    if (last.kind === 'host' && piece.kind === 'host' && last.host + last.length === piece.host) {
+      last.length += piece.length;
+      return;
+    }
+  }
+  pieces.push(piece);
+}
+
+function planCluster(core: ImageCore, entry: L2Entry, clusterStart: number, from: number, to: number, l1Index: number, l2Index: number, pieces: Piece[]): void {
   if (entry.kind === 'compressed') {
-    add({ kind: 'compressed', guest: from, length: to - from, clusterStart, entry, field });
+    addPiece(pieces, { kind: 'compressed', guest: from, length: to - from, clusterStart, entry, l1Index, l2Index });
     return;
   }
   if (entry.kind === 'zero') return;
   if (entry.subclusters === undefined) {
-    if (entry.kind === 'normal') add({ kind: 'host', guest: from, host: entry.hostOffset + from - clusterStart, length: to - from });
-    else add({ kind: 'backing', guest: from, length: to - from });
+    if (entry.kind === 'normal') addPiece(pieces, { kind: 'host', guest: from, host: entry.hostOffset + from - clusterStart, length: to - from });
+    else addPiece(pieces, { kind: 'backing', guest: from, length: to - from });
     return;
   }
   const ss = core.g.subclusterSize;
@@ -121,40 +120,44 @@ function planCluster(
     const sTo = Math.min(to, clusterStart + (s + 1) * ss);
     const kind = subclusterKind(entry, s);
     if (kind === 'normal' && entry.kind === 'normal') {
-      add({ kind: 'host', guest: sFrom, host: entry.hostOffset + sFrom - clusterStart, length: sTo - sFrom });
+      addPiece(pieces, { kind: 'host', guest: sFrom, host: entry.hostOffset + sFrom - clusterStart, length: sTo - sFrom });
     } else if (kind === 'unallocated') {
-      add({ kind: 'backing', guest: sFrom, length: sTo - sFrom });
+      addPiece(pieces, { kind: 'backing', guest: sFrom, length: sTo - sFrom });
     }
   }
 }
 
-async function readPiece(core: ImageCore, offset: number, target: Uint8Array, piece: Piece): Promise<void> {
+function readPiece(core: ImageCore, offset: number, target: Uint8Array, piece: Piece): Promise<void> {
   const at = piece.guest - offset;
   switch (piece.kind) {
     case 'host':
-      await core.file.readInto(target.subarray(at, at + piece.length), piece.host);
-      return;
-    case 'backing': {
-      const backing = core.backing;
-      const length = backing === undefined ? 0 : Math.max(0, Math.min(piece.length, backing.size - piece.guest));
-      if (length < piece.length) target.fill(0, at + length, at + piece.length); // past the end of the backing file
-      if (length === 0) return;
-      const into = target.subarray(at, at + length);
-      if (hasReadInto(backing!)) await backing.readInto(piece.guest, into);
-      else into.set(await backing!.read(piece.guest, length));
-      return;
-    }
-    case 'compressed': {
-      const cluster = await inflated(core, piece.entry, piece.field);
-      const from = piece.guest - piece.clusterStart;
-      target.set(cluster.subarray(from, from + piece.length), at);
-      return;
-    }
+      return core.file.readInto(target.subarray(at, at + piece.length), piece.host);
+    case 'backing':
+      return readBacking(core, target.subarray(at, at + piece.length), piece.guest);
+    case 'compressed':
+      return readCompressed(core, target.subarray(at, at + piece.length), piece);
     default: {
       const never: never = piece;
       throw new Error(`unknown piece ${String(never)}`);
     }
   }
+}
+
+/** Fills `into` from the backing file at guest `guest`, with zeroes past its end. */
+async function readBacking(core: ImageCore, into: Uint8Array, guest: number): Promise<void> {
+  const backing = core.backing;
+  const length = backing === undefined ? 0 : Math.max(0, Math.min(into.length, backing.size - guest));
+  if (length < into.length) into.fill(0, length); // past the end of the backing file
+  if (length === 0) return;
+  const part = into.subarray(0, length);
+  if (hasReadInto(backing!)) await backing.readInto(guest, part);
+  else part.set(await backing!.read(guest, length));
+}
+
+async function readCompressed(core: ImageCore, into: Uint8Array, piece: Extract<Piece, { kind: 'compressed' }>): Promise<void> {
+  const cluster = await inflated(core, piece.entry, `l1[${piece.l1Index}].l2[${piece.l2Index}]`);
+  const from = piece.guest - piece.clusterStart;
+  into.set(cluster.subarray(from, from + piece.length));
 }
 
 /** A device that can read into a buffer of the caller's (raw files, qcow2 images). */
