@@ -13,17 +13,9 @@ import {
 import { NbdProtocolError } from '../protocol/errors.js';
 import { encodeBlockStatus, encodeChunk, encodeOffsetDataPrefix, encodeOffsetHole, encodeSimpleReply } from '../protocol/transmission.js';
 import { ReplyDecoder } from '../protocol/transmission-decoder.js';
+import { concat } from '../protocol/testing/split.js';
 import { ReplyReader, type ClientFrame, type ReplyReaderHooks } from './reply-reader.js';
 
-const concat = (...parts: Uint8Array[]): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 const bytes = (length: number, seed: number): Uint8Array => new Uint8Array(length).map((_, i) => ((i * 13 + seed) & 0xff) || 1);
 const dataPayload = (offset: number, data: Uint8Array): Uint8Array => concat(encodeOffsetDataPrefix(offset), data);
 

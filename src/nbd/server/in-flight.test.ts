@@ -18,7 +18,7 @@ import {
   encodeRequest,
 } from '../protocol/index.js';
 import { NbdServer } from './server.js';
-import { duplexPair } from './testing/duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { GatedDevice } from './testing/gated-device.js';
 import { RawClient } from './testing/raw-client.js';
 import { startTestServer, type TestServer } from './testing/harness.js';

@@ -7,7 +7,7 @@ import { RawFileDevice } from '../../block/raw-file-device.js';
 import { Random } from '../../block/testing/pattern.js';
 import { NBD_CMD_READ } from '../protocol/index.js';
 import { NbdServer } from './server.js';
-import { duplexPair } from './testing/duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { startTestServer, type TestServer } from './testing/harness.js';
 import { RawClient } from './testing/raw-client.js';
 import { readReplyData } from './testing/replies.js';

@@ -3,7 +3,7 @@
  * same code path as a socket (framing, ordering, validation), without a socket.
  */
 import { type QmpServer } from '../server/qmp-server.js';
-import { duplexPair } from './duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { QmpClient, type QmpClientOptions } from './qmp-client.js';
 
 /** Opens a negotiated session with `server` in this process. */

@@ -2,4 +2,3 @@
 export { QmpClient, type QmpClientOptions, type QmpExecuteOptions, type QmpWaitOptions } from './qmp-client.js';
 export { type QmpEventPredicate } from './event-history.js';
 export { connectInProcess } from './in-process.js';
-export { duplexPair } from './duplex-pair.js';

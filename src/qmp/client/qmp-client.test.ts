@@ -11,7 +11,7 @@ import { parseQmpJson } from '../protocol/json-parse.js';
 import { type QmpCommand, type QmpEvent } from '../protocol/messages.js';
 import { QmpSplitter } from '../protocol/splitter.js';
 import { QmpServer } from '../server/qmp-server.js';
-import { duplexPair } from './duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { connectInProcess } from './in-process.js';
 import { QmpClient } from './qmp-client.js';
 

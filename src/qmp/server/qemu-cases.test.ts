@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { duplexPair } from '../client/duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { serverWithQemuSchemas } from './testing/qemu-server.js';
 import { QEMU_ERROR_CASES, type QemuErrorCase } from './testing/qemu-cases.js';
 import { RawMonitor } from './testing/raw-monitor.js';

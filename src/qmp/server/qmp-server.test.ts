@@ -4,7 +4,7 @@ import { mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { BitbackError, NotFoundError } from '../../errors.js';
-import { duplexPair } from '../client/duplex-pair.js';
+import { duplexPair } from '../../util/duplex-pair.js';
 import { QmpError } from '../protocol/errors.js';
 import { QmpServer, type QmpServerOptions } from './qmp-server.js';
 import { RawMonitor } from './testing/raw-monitor.js';
