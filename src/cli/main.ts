@@ -32,6 +32,10 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CommandRun
     summary: 'list, describe and map NBD exports, copy disks over NBD (like nbdinfo, nbdcopy)',
     load: async () => (await import('./nbd.js')).nbdCommand,
   },
+  daemon: {
+    summary: "run bitback's engine (QEMU's block layer: bitmaps, jobs, NBD exports) behind a QMP socket",
+    load: async () => (await import('./daemon.js')).daemonCommand,
+  },
   snapshot: {
     summary: 'create, list, apply and delete internal snapshots of a qcow2 image (like qemu-img snapshot)',
     load: async () => (await import('./snapshot.js')).snapshotCommand,

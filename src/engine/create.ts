@@ -1,0 +1,26 @@
+/**
+ * An engine with every command registered: what `bitback daemon` runs and what offline backups
+ * and tests drive in-process.
+ */
+import type { IoOutput } from '../block/io/run.js';
+import { registerBitmapCommands } from './commands/bitmaps.js';
+import { registerBlockdevCommands } from './commands/blockdev.js';
+import { registerHmpCommand } from './commands/hmp.js';
+import { registerNbdCommands } from './commands/nbd-exports.js';
+import { Engine, type EngineOptions } from './engine.js';
+
+/** Options of {@link createEngine}. */
+export interface CreateEngineOptions extends EngineOptions {
+  /** Receives the output lines of `qemu-io` run through `human-monitor-command` (QEMU prints them on its stdout). Default: dropped. */
+  ioLog?: IoOutput;
+}
+
+/** A new engine with all its commands. */
+export function createEngine(options: CreateEngineOptions = {}): Engine {
+  const engine = new Engine(options);
+  registerBlockdevCommands(engine, options.onQuit);
+  registerBitmapCommands(engine);
+  registerHmpCommand(engine, options.ioLog ?? (() => undefined));
+  registerNbdCommands(engine);
+  return engine;
+}

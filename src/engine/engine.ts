@@ -1,0 +1,174 @@
+/**
+ * bitback's engine: a storage daemon with QEMU's block-layer model (a graph of named nodes with
+ * dirty bitmaps, jobs, exports), controlled over QMP with QEMU 7.2's commands, texts and events.
+ * `bitback daemon` puts it behind a QMP socket; offline backups and tests drive it in-process
+ * (`connectInProcess(engine.qmp)`): the same commands either way.
+ */
+import { InvalidArgumentError, NotFoundError } from '../errors.js';
+import type { JsonObject } from '../qmp/protocol/messages.js';
+import { QmpServer, type QmpServerOptions } from '../qmp/server/qmp-server.js';
+import type { QmpHandler } from '../qmp/server/dispatcher.js';
+import type { QmpArgsOf, QmpArgsSchema } from '../qmp/server/schema.js';
+import type { BlockDriver, BlockdevRef, OpenContext } from './drivers/driver.js';
+import { fileDriver } from './drivers/file.js';
+import { nullCoDriver } from './drivers/null-co.js';
+import { qcow2Driver } from './drivers/qcow2.js';
+import { rawDriver } from './drivers/raw.js';
+import { BlockNode } from './graph/block-node.js';
+import type { Edge } from './graph/edge.js';
+import { NodeGraph } from './graph/node-graph.js';
+import { toQmpError } from './qemu-errors.js';
+
+/** Options of {@link Engine}. */
+export interface EngineOptions extends Omit<QmpServerOptions, 'dispatcher'> {
+  /** Called after `quit` has been answered (the daemon exits). */
+  onQuit?: () => void;
+}
+
+/** QEMU's longest node name: 31 bytes (block.c, `bdrv_assign_node_name`). */
+const MAX_NODE_NAME = 31;
+
+/** The engine; see the module comment. */
+export class Engine {
+  readonly graph = new NodeGraph();
+  readonly qmp: QmpServer;
+  readonly #drivers = new Map<string, BlockDriver>();
+  readonly #closers: Array<() => Promise<void>> = [];
+  #closed: Promise<void> | undefined;
+
+  constructor(options: EngineOptions = {}) {
+    this.qmp = new QmpServer(options);
+    for (const driver of [fileDriver, qcow2Driver, rawDriver, nullCoDriver]) this.addDriver(driver);
+  }
+
+  /** Makes a driver available to `blockdev-add`. */
+  addDriver(driver: BlockDriver): void {
+    this.#drivers.set(driver.name, driver);
+  }
+
+  /** The driver names `blockdev-add` accepts. */
+  get driverNames(): string[] {
+    return [...this.#drivers.keys()];
+  }
+
+  /**
+   * Registers a QMP command whose handler may throw engine errors: a `BitbackError`'s reason
+   * (QEMU's text) becomes the GenericError's `desc`.
+   */
+  register<const S extends QmpArgsSchema>(name: string, handler: QmpHandler<QmpArgsOf<S>>, schema: S): void {
+    this.qmp.register(
+      name,
+      async (args, context) => {
+        try {
+          return await handler(args, context);
+        } catch (e) {
+          throw toQmpError(e);
+        }
+      },
+      schema,
+    );
+  }
+
+  /** Emits a QMP event to every monitor (with QEMU's timestamp). */
+  emit(event: string, data?: JsonObject): void {
+    this.qmp.emit(event, data);
+  }
+
+  /** Runs `close` when the engine closes (exports, servers, jobs), before the nodes close. */
+  onClose(close: () => Promise<void>): void {
+    this.#closers.push(close);
+  }
+
+  /**
+   * Opens a node as `blockdev-add` does: children first (inline ones become implicit nodes
+   * named `#blockNNN`), then the node's driver. On failure nothing is left behind.
+   *
+   * @throws InvalidArgumentError with QEMU's texts ("'node-name' must be specified for the root
+   *   node", "Invalid node-name: 'x'", "Duplicate nodes with node-name='x'", "Could not open ...");
+   *   NotFoundError for an unknown child node
+   */
+  async addNode(options: JsonObject, parent?: { readOnly: boolean; unmap: boolean }): Promise<BlockNode> {
+    const action = 'add block node';
+    const driverName = options.driver;
+    const driver = typeof driverName === 'string' ? this.#drivers.get(driverName) : undefined;
+    if (driver === undefined) throw new InvalidArgumentError(action, `Parameter 'driver' does not accept value '${String(driverName)}'`);
+    const given = options['node-name'];
+    let name: string;
+    if (typeof given === 'string') {
+      checkNodeName(given);
+      name = given;
+    } else if (parent !== undefined) {
+      name = this.graph.implicitName();
+    } else {
+      throw new InvalidArgumentError(action, "'node-name' must be specified for the root node");
+    }
+    if (this.graph.get(name) !== undefined) throw new InvalidArgumentError(action, `Duplicate nodes with node-name='${name}'`);
+    const readOnly = typeof options['read-only'] === 'boolean' ? options['read-only'] : (parent?.readOnly ?? false);
+    // Inline children inherit read-only and discard from their parent, as in QEMU.
+    const unmap = options.discard === 'unmap' || (options.discard === undefined && (parent?.unmap ?? false));
+    const node = new BlockNode({ name, driver: driver.name, readOnly, implicit: typeof given !== 'string', options, unmap });
+    const context: OpenContext = {
+      graph: this.graph,
+      node,
+      readOnly,
+      child: (role: string, ref: BlockdevRef): Promise<Edge> => this.#attachChild(node, role, ref, { readOnly, unmap }),
+    };
+    try {
+      node.setDriver(await driver.open(options, context));
+    } catch (e) {
+      await this.#dropChildren(node);
+      throw e;
+    }
+    if (this.graph.get(name) !== undefined) {
+      // An inline child took the name meanwhile.
+      await node.close();
+      await this.#dropChildren(node);
+      throw new InvalidArgumentError(action, `Duplicate nodes with node-name='${name}'`);
+    }
+    this.graph.add(node);
+    return node;
+  }
+
+  /**
+   * Deletes a node as `blockdev-del` does. @throws NotFoundError / InvalidArgumentError with
+   * QEMU's texts when it does not exist, is implicit, or is in use
+   */
+  async deleteNode(name: string): Promise<void> {
+    const node = this.graph.get(name);
+    if (node === undefined) throw new NotFoundError('delete node', `Failed to find node with node-name='${name}'`);
+    if (node.implicit) throw new InvalidArgumentError('delete node', `Node ${name} is not owned by the monitor`);
+    // QEMU's two texts: a node parent blocks the deletion, any other user holds a reference.
+    if ([...node.parents].some((e) => e.parent.isNode)) throw new InvalidArgumentError('delete node', `Block device ${name} is in use`);
+    if (node.parents.size > 0) throw new InvalidArgumentError('delete node', `Node ${name} is in use`);
+    await this.graph.remove(node);
+  }
+
+  /** Stops exports and jobs, closes every node (storing persistent bitmaps) and the QMP server. */
+  close(): Promise<void> {
+    this.#closed ??= (async () => {
+      for (const close of this.#closers.splice(0).reverse()) await close().catch(() => undefined);
+      await this.qmp.close();
+      await this.graph.close();
+    })();
+    return this.#closed;
+  }
+
+  async #attachChild(node: BlockNode, role: string, ref: BlockdevRef, inherited: { readOnly: boolean; unmap: boolean }): Promise<Edge> {
+    const child = typeof ref === 'string' ? this.graph.require(ref) : await this.addNode(ref, inherited);
+    return node.attachChild(role, child);
+  }
+
+  async #dropChildren(node: BlockNode): Promise<void> {
+    for (const edge of node.children.splice(0)) {
+      const child = edge.node;
+      child.detachParent(edge);
+      if (child.implicit && child.parents.size === 0 && this.graph.get(child.name) === child) await this.graph.remove(child);
+    }
+  }
+}
+
+/** QEMU's node-name rules (util/id.c `id_wellformed`, block.c). @throws InvalidArgumentError */
+export function checkNodeName(name: string): void {
+  if (!/^[A-Za-z][A-Za-z0-9._-]*$/.test(name)) throw new InvalidArgumentError('add block node', `Invalid node-name: '${name}'`);
+  if (Buffer.byteLength(name) > MAX_NODE_NAME) throw new InvalidArgumentError('add block node', 'Node name too long');
+}

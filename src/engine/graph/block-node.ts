@@ -1,0 +1,193 @@
+/**
+ * A node of the engine's block graph (QEMU's `BlockDriverState`): a driver instance with a
+ * name, the edges to its children, the edges from its parents, and its dirty bitmaps.
+ *
+ * A node is a `BlockDevice`. Its requests go to the driver's device, which is built over the
+ * node's child edges; writes, zero-writes and trims that pass through the node are recorded in
+ * the node's enabled bitmaps when they finish (also when they fail part-way), as QEMU's
+ * `bdrv_co_write_req_finish` does.
+ */
+import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints, WriteOptions, WriteZeroesOptions } from '../../block/block-device.js';
+import { DirtyTrackingFilter } from '../../block/filters/dirty-tracking-filter.js';
+import { checkRange } from '../../block/range.js';
+import type { JsonObject } from '../../qmp/protocol/messages.js';
+import { Edge, type EdgeParent } from './edge.js';
+import { MemoryNodeBitmaps, type NodeBitmaps } from './node-bitmaps.js';
+
+/** What a driver hands its node once it has opened. */
+export interface DriverInstance {
+  /** Does the node's I/O; built over the node's child edges. Closed with the node. */
+  device: BlockDevice;
+  /** The node's bitmaps; default: transient bitmaps in memory. */
+  bitmaps?: NodeBitmaps;
+  /** The `file` QEMU reports in query replies (a path, a `json:{...}` name, an NBD URI). */
+  filename: string;
+  /** Extra members for `query-named-block-nodes` (e.g. `image` details); may be computed late. */
+  describe?: () => JsonObject;
+}
+
+/** How a node is made. */
+export interface BlockNodeInit {
+  /** The node name (given, or generated `#blockNNN` for an implicit node). */
+  name: string;
+  /** The driver name, as in `blockdev-add` (`qcow2`, `file`, `copy-before-write`, ...). */
+  driver: string;
+  readOnly: boolean;
+  /** Created implicitly (an inline child of `blockdev-add`); deleted with its last parent. */
+  implicit: boolean;
+  /** The options it was added with, for query replies. */
+  options: JsonObject;
+  /**
+   * Discard requests reach the driver (`discard: unmap`). Otherwise (QEMU's default, `ignore`)
+   * a trim does nothing at all: it is not passed down and no bitmap records it, as in QEMU.
+   */
+  unmap: boolean;
+}
+
+/** A named node; see the module comment. */
+export class BlockNode implements BlockDevice, EdgeParent {
+  readonly name: string;
+  readonly driver: string;
+  readonly readOnly: boolean;
+  readonly implicit: boolean;
+  readonly options: JsonObject;
+  readonly unmap: boolean;
+  readonly isNode = true;
+  /** Edges to this node's children, in the order they were attached. */
+  readonly children: Edge[] = [];
+  /** Edges from the node's parents (nodes and backends) to it. */
+  readonly parents = new Set<Edge>();
+  #instance: DriverInstance | undefined;
+  #io: BlockDevice | undefined;
+  #memoryBitmaps: MemoryNodeBitmaps | undefined;
+  #bitmaps: NodeBitmaps | undefined;
+
+  constructor(init: BlockNodeInit) {
+    this.name = init.name;
+    this.driver = init.driver;
+    this.readOnly = init.readOnly;
+    this.implicit = init.implicit;
+    this.options = init.options;
+    this.unmap = init.unmap;
+  }
+
+  get parentName(): string {
+    return this.name;
+  }
+
+  /** Makes `child` a child of this node in `role`; returns the edge, which the driver builds on. */
+  attachChild(role: string, child: BlockNode): Edge {
+    const edge = child.attachParent(this, role);
+    this.children.push(edge);
+    return edge;
+  }
+
+  /** The child edge in `role`, if any. */
+  child(role: string): Edge | undefined {
+    return this.children.find((e) => e.role === role);
+  }
+
+  /** Records a new parent of this node (a node's child edge, or a backend's root edge). */
+  attachParent(parent: EdgeParent, role: string): Edge {
+    const edge = new Edge(parent, role, this);
+    this.parents.add(edge);
+    return edge;
+  }
+
+  /** Forgets a parent edge of this node. */
+  detachParent(edge: Edge): void {
+    this.parents.delete(edge);
+  }
+
+  /** Hands the node its opened driver. Called once, before any I/O. */
+  setDriver(instance: DriverInstance): void {
+    this.#instance = instance;
+    if (instance.bitmaps !== undefined) {
+      this.#bitmaps = instance.bitmaps;
+      this.#io = instance.device;
+    } else {
+      this.#memoryBitmaps = new MemoryNodeBitmaps(this.name, instance.device.size);
+      this.#bitmaps = this.#memoryBitmaps;
+      this.#io = new DirtyTrackingFilter(instance.device, [this.#memoryBitmaps], { closeInner: true });
+    }
+  }
+
+  /** The node's bitmaps. */
+  get bitmaps(): NodeBitmaps {
+    return this.#bitmaps ?? this.#opened().bitmaps!;
+  }
+
+  /** What QEMU reports as the node's `file`. */
+  get filename(): string {
+    return this.#opened().filename;
+  }
+
+  /** Extra members for query replies. */
+  describe(): JsonObject {
+    return this.#opened().describe?.() ?? {};
+  }
+
+  /** The driver's own device (under the node's dirty tracking), e.g. to reach driver features. */
+  get device(): BlockDevice {
+    return this.#opened().device;
+  }
+
+  get size(): number {
+    return this.#device().size;
+  }
+
+  get capabilities(): BlockCapabilities {
+    return this.#device().capabilities;
+  }
+
+  get blockSize(): BlockSizeConstraints {
+    return this.#device().blockSize;
+  }
+
+  read(offset: number, length: number): Promise<Uint8Array> {
+    return this.#device().read(offset, length);
+  }
+
+  write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    return this.#device().write(offset, data, options);
+  }
+
+  writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
+    return this.#device().writeZeroes(offset, length, options);
+  }
+
+  trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    if (!this.unmap) {
+      try {
+        checkRange(`trim node '${this.name}'`, this.size, offset, length);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+      return Promise.resolve();
+    }
+    return this.#device().trim(offset, length, options);
+  }
+
+  flush(): Promise<void> {
+    return this.#device().flush();
+  }
+
+  blockStatus(offset: number, length: number): Promise<BlockExtent[]> {
+    return this.#device().blockStatus(offset, length);
+  }
+
+  /** Closes the driver (its files, sockets); the graph closes the children. */
+  async close(): Promise<void> {
+    await this.#io?.close();
+  }
+
+  #opened(): DriverInstance {
+    if (this.#instance === undefined) throw new Error(`node '${this.name}' used before its driver opened`);
+    return this.#instance;
+  }
+
+  #device(): BlockDevice {
+    if (this.#io === undefined) throw new Error(`node '${this.name}' used before its driver opened`);
+    return this.#io;
+  }
+}
