@@ -7,6 +7,7 @@ import { registerBitmapCommands } from './commands/bitmaps.js';
 import { registerBlockdevCommands } from './commands/blockdev.js';
 import { registerHmpCommand } from './commands/hmp.js';
 import { registerNbdCommands } from './commands/nbd-exports.js';
+import { registerTransaction } from './commands/transaction.js';
 import { Engine, type EngineOptions } from './engine.js';
 
 /** Options of {@link createEngine}. */
@@ -22,5 +23,6 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
   registerBitmapCommands(engine);
   registerHmpCommand(engine, options.ioLog ?? (() => undefined));
   registerNbdCommands(engine);
+  registerTransaction(engine);
   return engine;
 }

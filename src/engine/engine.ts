@@ -10,10 +10,7 @@ import { QmpServer, type QmpServerOptions } from '../qmp/server/qmp-server.js';
 import type { QmpHandler } from '../qmp/server/dispatcher.js';
 import type { QmpArgsOf, QmpArgsSchema } from '../qmp/server/schema.js';
 import type { BlockDriver, BlockdevRef, OpenContext } from './drivers/driver.js';
-import { fileDriver } from './drivers/file.js';
-import { nullCoDriver } from './drivers/null-co.js';
-import { qcow2Driver } from './drivers/qcow2.js';
-import { rawDriver } from './drivers/raw.js';
+import { BUILTIN_DRIVERS } from './drivers/index.js';
 import { BlockNode } from './graph/block-node.js';
 import type { Edge } from './graph/edge.js';
 import { NodeGraph } from './graph/node-graph.js';
@@ -38,7 +35,7 @@ export class Engine {
 
   constructor(options: EngineOptions = {}) {
     this.qmp = new QmpServer(options);
-    for (const driver of [fileDriver, qcow2Driver, rawDriver, nullCoDriver]) this.addDriver(driver);
+    for (const driver of BUILTIN_DRIVERS) this.addDriver(driver);
   }
 
   /** Makes a driver available to `blockdev-add`. */

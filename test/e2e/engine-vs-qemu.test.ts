@@ -162,6 +162,42 @@ describe('the engine against QEMU 7.2, one script each', { skip }, () => {
     assert.deepEqual(await storedBitmaps(`${bitback.dir}/disk.qcow2`), await storedBitmaps(`${qemu.dir}/disk.qcow2`));
   });
 
+  test('transactions of bitmap actions: all or nothing, with QEMU\'s errors', async () => {
+    const tx = (actions: Array<[string, Record<string, unknown>]>, properties?: Record<string, unknown>): Step => [
+      'transaction',
+      { actions: actions.map(([type, data]) => ({ type, data })), ...(properties !== undefined ? { properties } : {}) },
+    ];
+    await runBoth(qemu, bitback, [
+      addDisk,
+      ['block-dirty-bitmap-add', { node: 'disk0', name: 'b0', persistent: true }],
+      write('disk0', 'write -P 0x5a 0 64k'),
+      tx([['block-dirty-bitmap-add', { node: 'disk0', name: 'b1' }], ['block-dirty-bitmap-disable', { node: 'disk0', name: 'b0' }], ['abort', {}]]),
+      ['query-named-block-nodes'],
+      tx([['block-dirty-bitmap-add', { node: 'disk0', name: 'b1' }]], { 'completion-mode': 'grouped' }),
+      tx([['block-dirty-bitmap-remove', { node: 'disk0', name: 'b0' }], ['block-dirty-bitmap-add', { node: 'disk0', name: 'b0' }]]),
+      tx([['block-dirty-bitmap-add', { node: 'disk0', name: 'b2' }], ['block-dirty-bitmap-add', { node: 'disk0', name: 'b2' }]]),
+      tx([['block-dirty-bitmap-clear', { node: 'disk0', name: 'b0' }], ['block-dirty-bitmap-add', { node: 'nosuch', name: 'x' }]]),
+      sha('b0'),
+      tx([['block-dirty-bitmap-remove', { node: 'disk0', name: 'b0' }], ['block-dirty-bitmap-remove', { node: 'disk0', name: 'b0' }]]),
+      tx([['block-dirty-bitmap-merge', { node: 'disk0', target: 'b0', bitmaps: ['b0'] }], ['block-dirty-bitmap-clear', { node: 'disk0', name: 'b0' }]]),
+      sha('b0'),
+      write('disk0', 'write -P 0x5a 1M 64k'),
+      // The backup cycle's checkpoint: freeze the old bitmap and start a new one, at one instant.
+      tx([['block-dirty-bitmap-disable', { node: 'disk0', name: 'b0' }], ['block-dirty-bitmap-add', { node: 'disk0', name: 'b1', persistent: true }]]),
+      write('disk0', 'write -P 0x5a 2M 64k'),
+      sha('b0'),
+      sha('b1'),
+      tx([['block-dirty-bitmap-merge', { node: 'disk0', target: 'b1', bitmaps: ['b0'] }], ['block-dirty-bitmap-remove', { node: 'disk0', name: 'b0' }]]),
+      sha('b1'),
+      tx([]),
+      tx([['bogus', {}]]),
+      ['query-named-block-nodes'],
+      ['blockdev-del', { 'node-name': 'disk0' }],
+    ]);
+    await qemuImg(['compare', '-q', `${qemu.dir}/disk.qcow2`, `${bitback.dir}/disk.qcow2`]);
+    assert.deepEqual(await storedBitmaps(`${bitback.dir}/disk.qcow2`), await storedBitmaps(`${qemu.dir}/disk.qcow2`));
+  });
+
   test('NBD exports: the server, exports with a bitmap and their errors, and what nbdinfo maps', async () => {
     await runBoth(qemu, bitback, [
       addDisk,

@@ -1,0 +1,13 @@
+/**
+ * The drivers `blockdev-add` knows. Each driver lives in its own file; add it to this list.
+ */
+import type { BlockDriver } from './driver.js';
+import { fileDriver } from './file.js';
+import { nullCoDriver } from './null-co.js';
+import { qcow2Driver } from './qcow2.js';
+import { rawDriver } from './raw.js';
+
+/** Every built-in driver. */
+export const BUILTIN_DRIVERS: readonly BlockDriver[] = [fileDriver, qcow2Driver, rawDriver, nullCoDriver];
+
+export { childRef, requiredChild, requiredString, type BlockDriver, type BlockdevRef, type OpenContext } from './driver.js';
