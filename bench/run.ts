@@ -8,6 +8,7 @@ import { formatResults, type BenchResult } from './result.js';
 const BENCHMARKS: Record<string, { title: string; load: () => Promise<() => Promise<BenchResult[]>> }> = {
   qcow2: { title: 'qcow2 convert and read-back vs qemu-img (4 GiB raw, 1 GiB data)', load: async () => (await import('./qcow2.js')).run },
   nbd: { title: 'NBD server and client vs qemu-nbd and nbdcopy (4 GiB qcow2, 1 GiB data)', load: async () => (await import('./nbd.js')).run },
+  engine: { title: 'engine: writes through a writable NBD export with and without a dirty bitmap', load: async () => (await import('./engine.js')).run },
   bitmap: { title: 'dirty bitmap, 16 Mi granules (1 TiB at 64 KiB), 1% dirty', load: async () => (await import('./bitmap.js')).run },
 };
 
