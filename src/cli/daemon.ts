@@ -6,7 +6,7 @@
  */
 import { parseArgs } from 'node:util';
 import { createEngine } from '../engine/index.js';
-import { parseBlockdevSpec } from '../engine/commands/blockdev-spec.js';
+import { parseBlockdevSpec } from '../engine/options/index.js';
 import { UsageError } from './usage-error.js';
 
 export const DAEMON_USAGE = `Usage: bitback daemon --qmp unix:PATH [--blockdev SPEC ...] [--qemu-io-log]

@@ -5,7 +5,7 @@
  */
 import type { JsonObject } from '../../qmp/protocol/messages.js';
 import type { Engine } from '../engine.js';
-import { blockdevAddSchema } from './blockdev-add-schema.js';
+import { blockdevAddSchema } from '../options/index.js';
 import { nodeInfo } from './node-info.js';
 
 /** Registers the node commands on `engine`; `onQuit` runs after `quit` is answered. */

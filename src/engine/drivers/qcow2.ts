@@ -5,15 +5,26 @@
  * bitback's qcow2 code reads and writes its host file itself, so the `file` child must be a
  * node of driver `file` (whose file name is used); a filter between a qcow2 node and its file
  * (QEMU allows blkdebug there) is refused with a clear error. `backing`: absent → the backing
- * file the header names is opened with the image (not as a separate node); `null` → none; a
- * node → that node.
+ * file the header names is opened with the image (not as a separate node); `null` → none for
+ * now (a {@link BackingSlot} that `blockdev-snapshot` can fill); a node → that node.
  */
 import type { BlockDevice } from '../../block/block-device.js';
 import { NotSupportedError } from '../../errors.js';
 import { Qcow2Bitmaps } from '../../qcow2/bitmaps/index.js';
 import { Qcow2Image } from '../../qcow2/image/index.js';
 import { Qcow2NodeBitmaps } from '../graph/node-bitmaps.js';
+import { BackingSlot } from './backing-slot.js';
 import { childRef, requiredChild, type BlockDriver } from './driver.js';
+
+/** The virtual size of the qcow2 image at `path`, read from its header. */
+async function imageSize(path: string): Promise<number> {
+  const image = await Qcow2Image.open(path, { readOnly: true, backing: 'none' });
+  try {
+    return image.size;
+  } finally {
+    await image.close();
+  }
+}
 
 export const qcow2Driver: BlockDriver = {
   name: 'qcow2',
@@ -25,9 +36,13 @@ export const qcow2Driver: BlockDriver = {
         `its 'file' child '${file.node.name}' has driver '${file.node.driver}'; bitback's qcow2 driver needs a 'file' node`,
       );
     }
-    let backing: 'follow' | 'none' | BlockDevice = 'follow';
-    if (options.backing === null) backing = 'none';
-    else {
+    let backing: 'follow' | BlockDevice = 'follow';
+    let slot: BackingSlot | undefined;
+    if (options.backing === null) {
+      // No backing for now; blockdev-snapshot may give it one later.
+      slot = new BackingSlot(await imageSize(file.node.filename));
+      backing = slot;
+    } else {
       const ref = childRef(options, 'backing');
       if (ref !== undefined) backing = await context.child('backing', ref);
     }
@@ -39,7 +54,8 @@ export const qcow2Driver: BlockDriver = {
         device: image,
         ...(store !== undefined ? { bitmaps: new Qcow2NodeBitmaps(store) } : {}),
         filename: path,
-        describe: () => ({ 'backing-file': image.info.backingFile ?? null, 'cluster-size': image.info.clusterSize }),
+        ...(slot !== undefined ? { backingSlot: slot } : {}),
+        describe: () => ({ 'backing-file': slot === undefined ? (image.info.backingFile ?? null) : null, 'cluster-size': image.info.clusterSize }),
       };
     } catch (e) {
       await image.close().catch(() => undefined);

@@ -24,6 +24,11 @@ export interface DriverInstance {
   filename: string;
   /** Extra members for `query-named-block-nodes` (e.g. `image` details); may be computed late. */
   describe?: () => JsonObject;
+  /**
+   * Where a backing node can be set later (a qcow2 node added with `backing: null`); absent when
+   * the node cannot take one, or already has one.
+   */
+  backingSlot?: { set(device: BlockDevice | undefined): void; readonly target: BlockDevice | undefined };
 }
 
 /** How a node is made. */
@@ -125,6 +130,11 @@ export class BlockNode implements BlockDevice, EdgeParent {
   /** Extra members for query replies. */
   describe(): JsonObject {
     return this.#opened().describe?.() ?? {};
+  }
+
+  /** Where a backing node can be set later, if the node can take one now (see {@link DriverInstance}). */
+  get backingSlot(): DriverInstance['backingSlot'] {
+    return this.#opened().backingSlot;
   }
 
   /** The driver's own device (under the node's dirty tracking), e.g. to reach driver features. */
