@@ -7,6 +7,7 @@ import { registerBitmapCommands } from './commands/bitmaps.js';
 import { registerBlockdevCommands } from './commands/blockdev.js';
 import { registerHmpCommand } from './commands/hmp.js';
 import { registerNbdCommands } from './commands/nbd-exports.js';
+import { registerSnapshotCommands } from './commands/snapshots.js';
 import { registerTransaction } from './commands/transaction.js';
 import { Engine, type EngineOptions } from './engine.js';
 
@@ -23,6 +24,7 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
   registerBitmapCommands(engine);
   registerHmpCommand(engine, options.ioLog ?? (() => undefined));
   registerNbdCommands(engine);
-  registerTransaction(engine);
+  const transactions = registerTransaction(engine);
+  registerSnapshotCommands(engine, transactions);
   return engine;
 }

@@ -79,12 +79,14 @@ export class Engine {
   /**
    * Opens a node as `blockdev-add` does: children first (inline ones become implicit nodes
    * named `#blockNNN`), then the node's driver. On failure nothing is left behind.
+   * `monitorOwned: false` makes even a named node implicit: it goes away with its last parent
+   * and `blockdev-del` refuses it (QEMU's overlays of `blockdev-snapshot-sync`).
    *
    * @throws InvalidArgumentError with QEMU's texts ("'node-name' must be specified for the root
    *   node", "Invalid node-name: 'x'", "Duplicate nodes with node-name='x'", "Could not open ...");
    *   NotFoundError for an unknown child node
    */
-  async addNode(options: JsonObject, parent?: { readOnly: boolean; unmap: boolean }): Promise<BlockNode> {
+  async addNode(options: JsonObject, parent?: { readOnly: boolean; unmap: boolean }, ownership: { monitorOwned?: boolean } = {}): Promise<BlockNode> {
     const action = 'add block node';
     const driverName = options.driver;
     const driver = typeof driverName === 'string' ? this.#drivers.get(driverName) : undefined;
@@ -103,7 +105,8 @@ export class Engine {
     const readOnly = typeof options['read-only'] === 'boolean' ? options['read-only'] : (parent?.readOnly ?? false);
     // Inline children inherit read-only and discard from their parent, as in QEMU.
     const unmap = options.discard === 'unmap' || (options.discard === undefined && (parent?.unmap ?? false));
-    const node = new BlockNode({ name, driver: driver.name, readOnly, implicit: typeof given !== 'string', options, unmap });
+    const implicit = ownership.monitorOwned === false || typeof given !== 'string';
+    const node = new BlockNode({ name, driver: driver.name, readOnly, implicit, options, unmap });
     const context: OpenContext = {
       graph: this.graph,
       node,
@@ -133,10 +136,14 @@ export class Engine {
   async deleteNode(name: string): Promise<void> {
     const node = this.graph.get(name);
     if (node === undefined) throw new NotFoundError('delete node', `Failed to find node with node-name='${name}'`);
+    // QEMU's order and texts (blockdev.c qmp_blockdev_del): a backend (export, job) first, then
+    // a node using it as backing, then ownership, then any other parent.
+    const parents = [...node.parents];
+    if (parents.some((e) => !e.parent.isNode)) throw new InvalidArgumentError('delete node', `Node ${name} is in use`);
+    const backingOf = parents.find((e) => e.role === 'backing');
+    if (backingOf !== undefined) throw new InvalidArgumentError('delete node', `Node '${name}' is busy: node is used as backing hd of '${backingOf.parent.parentName}'`);
     if (node.implicit) throw new InvalidArgumentError('delete node', `Node ${name} is not owned by the monitor`);
-    // QEMU's two texts: a node parent blocks the deletion, any other user holds a reference.
-    if ([...node.parents].some((e) => e.parent.isNode)) throw new InvalidArgumentError('delete node', `Block device ${name} is in use`);
-    if (node.parents.size > 0) throw new InvalidArgumentError('delete node', `Node ${name} is in use`);
+    if (parents.length > 0) throw new InvalidArgumentError('delete node', `Block device ${name} is in use`);
     await this.graph.remove(node);
   }
 

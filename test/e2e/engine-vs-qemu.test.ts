@@ -65,6 +65,7 @@ async function startBoth(): Promise<[QmpPeer, QmpPeer]> {
     for (const peer of [qemu, bitback]) {
       await qemuImg(['create', '-q', '-f', 'qcow2', `${peer.dir}/disk.qcow2`, '64M']);
       await qemuImg(['create', '-q', '-f', 'qcow2', `${peer.dir}/other.qcow2`, '16M']);
+      await qemuImg(['create', '-q', '-f', 'qcow2', `${peer.dir}/o2.qcow2`, '64M']);
     }
     return [qemu, bitback];
   } catch (e) {
@@ -195,6 +196,50 @@ describe('the engine against QEMU 7.2, one script each', { skip }, () => {
       ['blockdev-del', { 'node-name': 'disk0' }],
     ]);
     await qemuImg(['compare', '-q', `${qemu.dir}/disk.qcow2`, `${bitback.dir}/disk.qcow2`]);
+    assert.deepEqual(await storedBitmaps(`${bitback.dir}/disk.qcow2`), await storedBitmaps(`${qemu.dir}/disk.qcow2`));
+  });
+
+  test('external snapshots: an overlay takes the place of a node under its export, the node becomes its read-only backing', async () => {
+    await runBoth(qemu, bitback, [
+      addDisk,
+      ['block-dirty-bitmap-add', { node: 'disk0', name: 'b0', persistent: true }],
+      write('disk0', 'write -P 0x5a 0 1M'),
+      ['nbd-server-start', { addr: { type: 'unix', data: { path: '$D/nbd.sock' } } }],
+      ['block-export-add', { type: 'nbd', id: 'e0', 'node-name': 'disk0', writable: true }],
+      ['blockdev-snapshot-sync', { 'node-name': 'nosuch', 'snapshot-file': '$D/o1.qcow2', 'snapshot-node-name': 'o1' }],
+      ['blockdev-snapshot-sync', { 'node-name': 'disk0', 'snapshot-file': '$D/o1.qcow2' }],
+      ['blockdev-snapshot-sync', { 'node-name': 'disk0', 'snapshot-file': '$D/o1.qcow2', 'snapshot-node-name': 'disk0' }],
+      ['blockdev-snapshot-sync', { 'node-name': 'disk0', 'snapshot-file': '$D/o1.qcow2', 'snapshot-node-name': 'o1', format: 'raw' }],
+      ['blockdev-snapshot-sync', { 'node-name': 'disk0', 'snapshot-file': '$D/o1.qcow2', 'snapshot-node-name': 'o1' }],
+      write('disk0', 'write -P 0x11 0 64k'),
+      write('o1', 'write -P 0x22 64k 64k'),
+      ['query-block-exports'],
+      ['query-named-block-nodes'],
+      sha('b0'),
+      ['blockdev-add', { driver: 'qcow2', 'node-name': 'o2', file: { driver: 'file', filename: '$D/o2.qcow2' }, backing: null }],
+      ['blockdev-snapshot', { node: 'o1', overlay: 'nosuch' }],
+      ['blockdev-snapshot', { node: 'o1', overlay: 'o2' }],
+      ['blockdev-snapshot', { node: 'o1', overlay: 'o2' }],
+      write('o2', 'write -P 0x33 128k 64k'),
+      ['blockdev-del', { 'node-name': 'o1' }],
+      ['blockdev-del', { 'node-name': 'disk0' }],
+    ]);
+    // The export now serves o2 (over o1 over disk0): the same bytes on both sides.
+    const read = async (peer: QmpPeer): Promise<string> => {
+      await exec('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', `nbd+unix:///disk0?socket=${peer.dir}/nbd.sock`, `${peer.dir}/export.raw`]);
+      return (await exec('sha256sum', [`${peer.dir}/export.raw`])).stdout.split(' ')[0]!;
+    };
+    assert.equal(await read(bitback), await read(qemu));
+    await runBoth(qemu, bitback, [
+      ['block-export-del', { id: 'e0' }],
+      ['nbd-server-stop'],
+      ['blockdev-del', { 'node-name': 'o2' }],
+      ['blockdev-del', { 'node-name': 'o1' }],
+      ['blockdev-del', { 'node-name': 'disk0' }],
+    ]);
+    for (const file of ['disk.qcow2', 'o1.qcow2', 'o2.qcow2']) {
+      await qemuImg(['compare', '-q', '-f', 'qcow2', '-F', 'qcow2', `${qemu.dir}/${file}`, `${bitback.dir}/${file}`]);
+    }
     assert.deepEqual(await storedBitmaps(`${bitback.dir}/disk.qcow2`), await storedBitmaps(`${qemu.dir}/disk.qcow2`));
   });
 

@@ -62,6 +62,8 @@ export function registerHmpCommand(engine: Engine, ioLog: IoOutput): void {
       if (byDevice) return `Error: Device '${nodeName}' not found\r\n`;
       const node = engine.graph.get(nodeName);
       if (node === undefined) return `Error: Cannot find device='' nor node-name='${nodeName}'\r\n`;
+      // qemu-io asks for write permission before a writing command; QEMU reports the refusal in the reply.
+      if (node.readOnly && /^\s*(write|discard|trim|aio_write|writev|zone)/.test(commandLine)) return 'Block node is read-only\r\n';
       await runQemuIo(engine, nodeName, commandLine, ioLog);
       return '';
     },

@@ -181,7 +181,7 @@ export function registerNbdCommands(engine: Engine): void {
 
   engine.register(
     'query-block-exports',
-    () => [...exports.values()].map((e) => ({ type: 'nbd', id: e.id, 'node-name': e.node.name, 'shutting-down': false })),
+    () => [...exports.values()].map((e) => ({ type: 'nbd', id: e.id, 'node-name': e.backend.node.name, 'shutting-down': false })),
     {},
   );
 }

@@ -10,6 +10,7 @@
 import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints, WriteOptions, WriteZeroesOptions } from '../../block/block-device.js';
 import { DirtyTrackingFilter } from '../../block/filters/dirty-tracking-filter.js';
 import { checkRange } from '../../block/range.js';
+import { ReadOnlyError } from '../../errors.js';
 import type { JsonObject } from '../../qmp/protocol/messages.js';
 import { Edge, type EdgeParent } from './edge.js';
 import { MemoryNodeBitmaps, type NodeBitmaps } from './node-bitmaps.js';
@@ -53,7 +54,6 @@ export interface BlockNodeInit {
 export class BlockNode implements BlockDevice, EdgeParent {
   readonly name: string;
   readonly driver: string;
-  readonly readOnly: boolean;
   readonly implicit: boolean;
   readonly options: JsonObject;
   readonly unmap: boolean;
@@ -62,6 +62,7 @@ export class BlockNode implements BlockDevice, EdgeParent {
   readonly children: Edge[] = [];
   /** Edges from the node's parents (nodes and backends) to it. */
   readonly parents = new Set<Edge>();
+  #readOnly: boolean;
   #instance: DriverInstance | undefined;
   #io: BlockDevice | undefined;
   #memoryBitmaps: MemoryNodeBitmaps | undefined;
@@ -70,10 +71,23 @@ export class BlockNode implements BlockDevice, EdgeParent {
   constructor(init: BlockNodeInit) {
     this.name = init.name;
     this.driver = init.driver;
-    this.readOnly = init.readOnly;
+    this.#readOnly = init.readOnly;
     this.implicit = init.implicit;
     this.options = init.options;
     this.unmap = init.unmap;
+  }
+
+  /** Opened read-only, or made read-only since (a node that became a backing file). */
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  /**
+   * Makes the node refuse writes from now on, as QEMU reopens a node read-only when it becomes
+   * an overlay's backing file. The driver stays as it was opened (its bitmaps are still stored).
+   */
+  makeReadOnly(): void {
+    this.#readOnly = true;
   }
 
   get parentName(): string {
@@ -159,14 +173,17 @@ export class BlockNode implements BlockDevice, EdgeParent {
   }
 
   write(offset: number, data: Uint8Array, options?: WriteOptions): Promise<void> {
+    if (this.#readOnly) return this.#refuse();
     return this.#device().write(offset, data, options);
   }
 
   writeZeroes(offset: number, length: number, options?: WriteZeroesOptions): Promise<void> {
+    if (this.#readOnly) return this.#refuse();
     return this.#device().writeZeroes(offset, length, options);
   }
 
   trim(offset: number, length: number, options?: WriteOptions): Promise<void> {
+    if (this.#readOnly) return this.#refuse();
     if (!this.unmap) {
       try {
         checkRange(`trim node '${this.name}'`, this.size, offset, length);
@@ -189,6 +206,10 @@ export class BlockNode implements BlockDevice, EdgeParent {
   /** Closes the driver (its files, sockets); the graph closes the children. */
   async close(): Promise<void> {
     await this.#io?.close();
+  }
+
+  #refuse(): Promise<never> {
+    return Promise.reject(new ReadOnlyError(`write to node '${this.name}'`, 'Block node is read-only'));
   }
 
   #opened(): DriverInstance {

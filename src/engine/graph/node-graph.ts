@@ -81,10 +81,15 @@ export class NodeGraph implements DrainGate {
     return backend;
   }
 
-  /** Stops using a backend (waits for its requests in flight). */
+  /**
+   * Stops using a backend (waits for its requests in flight). An implicit node left without
+   * parents goes away, as a QEMU node whose last reference drops.
+   */
   async detachBackend(backend: BlockBackend): Promise<void> {
     this.#backends.delete(backend);
+    const node = backend.node;
     await backend.close();
+    if (node.implicit && node.parents.size === 0 && this.#nodes.get(node.name) === node) await this.remove(node);
   }
 
   /**
