@@ -7,6 +7,7 @@ import { registerBitmapCommands } from './commands/bitmaps.js';
 import { registerBlockdevCommands } from './commands/blockdev.js';
 import { registerHmpCommand } from './commands/hmp.js';
 import { registerNbdCommands } from './commands/nbd-exports.js';
+import { registerInternalSnapshotCommands } from './commands/internal-snapshots.js';
 import { registerSnapshotCommands } from './commands/snapshots.js';
 import { registerTransaction } from './commands/transaction.js';
 import { Engine, type EngineOptions } from './engine.js';
@@ -26,5 +27,6 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
   registerNbdCommands(engine);
   const transactions = registerTransaction(engine);
   registerSnapshotCommands(engine, transactions);
+  registerInternalSnapshotCommands(engine, transactions);
   return engine;
 }

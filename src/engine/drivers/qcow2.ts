@@ -12,6 +12,7 @@ import type { BlockDevice } from '../../block/block-device.js';
 import { NotSupportedError } from '../../errors.js';
 import { Qcow2Bitmaps } from '../../qcow2/bitmaps/index.js';
 import { Qcow2Image } from '../../qcow2/image/index.js';
+import type { DriverInstance } from '../graph/block-node.js';
 import { Qcow2NodeBitmaps } from '../graph/node-bitmaps.js';
 import { BackingSlot } from './backing-slot.js';
 import { childRef, requiredChild, type BlockDriver } from './driver.js';
@@ -47,19 +48,25 @@ export const qcow2Driver: BlockDriver = {
       if (ref !== undefined) backing = await context.child('backing', ref);
     }
     const path = file.node.filename;
-    const image = await Qcow2Image.open(path, { readOnly: context.readOnly, backing });
-    try {
-      const store = image.info.version >= 3 ? await Qcow2Bitmaps.attach(image, { mode: 'track' }) : undefined;
-      return {
-        device: image,
-        ...(store !== undefined ? { bitmaps: new Qcow2NodeBitmaps(store) } : {}),
-        filename: path,
-        ...(slot !== undefined ? { backingSlot: slot } : {}),
-        describe: () => ({ 'backing-file': slot === undefined ? (image.info.backingFile ?? null) : null, 'cluster-size': image.info.clusterSize }),
-      };
-    } catch (e) {
-      await image.close().catch(() => undefined);
-      throw e;
-    }
+    return openInstance(path, context.readOnly, backing, slot);
   },
 };
+
+/** Opens the image and its bitmaps as the node's driver instance; `reopen` does it again. */
+async function openInstance(path: string, readOnly: boolean, backing: 'follow' | BlockDevice, slot: BackingSlot | undefined): Promise<DriverInstance> {
+  const image = await Qcow2Image.open(path, { readOnly, backing });
+  try {
+    const store = image.info.version >= 3 ? await Qcow2Bitmaps.attach(image, { mode: 'track' }) : undefined;
+    return {
+      device: image,
+      ...(store !== undefined ? { bitmaps: new Qcow2NodeBitmaps(store) } : {}),
+      filename: path,
+      ...(slot !== undefined ? { backingSlot: slot } : {}),
+      describe: () => ({ 'backing-file': slot === undefined ? (image.info.backingFile ?? null) : null, 'cluster-size': image.info.clusterSize }),
+      reopen: () => openInstance(path, readOnly, backing, slot),
+    };
+  } catch (e) {
+    await image.close().catch(() => undefined);
+    throw e;
+  }
+}

@@ -10,7 +10,7 @@
 import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints, WriteOptions, WriteZeroesOptions } from '../../block/block-device.js';
 import { DirtyTrackingFilter } from '../../block/filters/dirty-tracking-filter.js';
 import { checkRange } from '../../block/range.js';
-import { ReadOnlyError } from '../../errors.js';
+import { NotSupportedError, ReadOnlyError } from '../../errors.js';
 import type { JsonObject } from '../../qmp/protocol/messages.js';
 import { Edge, type EdgeParent } from './edge.js';
 import { MemoryNodeBitmaps, type NodeBitmaps } from './node-bitmaps.js';
@@ -30,6 +30,11 @@ export interface DriverInstance {
    * the node cannot take one, or already has one.
    */
   backingSlot?: { set(device: BlockDevice | undefined): void; readonly target: BlockDevice | undefined };
+  /**
+   * Opens the driver again over the same children, after the node's device was closed (used
+   * to change an image offline while the node stays in the graph, e.g. an internal snapshot).
+   */
+  reopen?: () => Promise<DriverInstance>;
 }
 
 /** How a node is made. */
@@ -118,7 +123,31 @@ export class BlockNode implements BlockDevice, EdgeParent {
     this.parents.delete(edge);
   }
 
-  /** Hands the node its opened driver. Called once, before any I/O. */
+  /**
+   * Closes the node's driver, runs `change` (on the closed image files), and opens the driver
+   * again. The caller holds a drained section. Transient bitmaps are kept across it; a driver
+   * without `reopen` cannot do this.
+   * @throws NotSupportedError when the driver cannot reopen
+   */
+  async reopenAround<T>(change: () => Promise<T>): Promise<T> {
+    const reopen = this.#opened().reopen;
+    if (reopen === undefined) throw new NotSupportedError(`reopen node '${this.name}'`, `driver '${this.driver}' cannot be reopened`);
+    const transient = this.bitmaps.bitmaps.filter((b) => !b.persistent).map((b) => ({ name: b.name!, copy: b.copy(), granularity: b.granularity, enabled: b.enabled }));
+    await this.#io?.close();
+    let result: T;
+    try {
+      result = await change();
+    } finally {
+      this.setDriver(await reopen());
+      for (const t of transient) {
+        const bitmap = await this.bitmaps.add(t.name, { granularity: t.granularity, persistent: false, disabled: !t.enabled });
+        bitmap.merge(t.copy);
+      }
+    }
+    return result;
+  }
+
+  /** Hands the node its opened driver, before any I/O (and again after a reopen). */
   setDriver(instance: DriverInstance): void {
     this.#instance = instance;
     if (instance.bitmaps !== undefined) {
