@@ -44,8 +44,11 @@ export function registerBlockdevCommands(engine: Engine, onQuit: () => void = ()
   engine.register(
     'quit',
     () => {
-      engine.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
-      setImmediate(onQuit);
+      // After the reply, as QEMU: the return, then SHUTDOWN, then the exit.
+      setImmediate(() => {
+        engine.emit('SHUTDOWN', { guest: false, reason: 'host-qmp-quit' });
+        setImmediate(onQuit);
+      });
     },
     {},
   );
