@@ -5,6 +5,8 @@
  *   seekData(fd, offset) -> offset of the next data at or after `offset`, or -1 past the last data
  *   seekHole(fd, offset) -> offset of the next hole at or after `offset` (the file end counts)
  *   writeBack(fd, data, offset, length, evictOffset, evictLength) -> Promise<void>
+ *   setLock(fd, start, length, mode) -> undefined ('read' | 'write' | 'unlock')
+ *   testLock(fd, start, length, mode) -> null | { mode, start, length, pid }
  *
  * lseek(2) SEEK_DATA / SEEK_HOLE, which `qemu-img` uses to skip holes of sparse raw files. The
  * file position changes; bitback only does positioned I/O, so that is harmless. Errors are
@@ -22,6 +24,16 @@
  * metadata, no disk cache flush): fdatasync at the end still does that. The promise rejects with
  * an Error whose `code` is the errno name (EIO for a failed writeback, ENOSPC...) and whose
  * `syscall` names the call that failed (pwrite, sync_file_range, posix_fadvise).
+ *
+ * setLock and testLock are fcntl(2) open file description locks (F_OFD_SETLK, F_OFD_GETLK), the
+ * byte-range locks QEMU's file-posix driver takes on images (image-lock.ts). OFD locks belong to
+ * the open file description, not to the process: two open() calls of one file in one process
+ * conflict like two processes do, a dup()ed descriptor shares the locks, and closing the last
+ * descriptor of the description releases them. setLock never waits: a conflicting lock makes it
+ * throw an Error with code EAGAIN (or EACCES); EINVAL means the kernel has no OFD locks. testLock
+ * asks whether a lock of `mode` could be taken: null when it could (locks of the same open file
+ * description never conflict), else one conflicting lock. Its `pid` is -1 for an OFD lock (the
+ * kernel does not know which process holds one) and the holder's pid for a classic POSIX lock.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -221,11 +233,89 @@ static napi_value write_back(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+/* "read" -> F_RDLCK, "write" -> F_WRLCK, "unlock" -> F_UNLCK (only when allow_unlock); -1 otherwise. */
+static int get_lock_type(napi_env env, napi_value value, bool allow_unlock) {
+  char mode[8];
+  size_t length;
+  if (napi_get_value_string_utf8(env, value, mode, sizeof mode, &length) != napi_ok) return -1;
+  if (strcmp(mode, "read") == 0) return F_RDLCK;
+  if (strcmp(mode, "write") == 0) return F_WRLCK;
+  if (allow_unlock && strcmp(mode, "unlock") == 0) return F_UNLCK;
+  return -1;
+}
+
+/* Reads (fd, start, length, mode) into `lock`; throws a TypeError and returns 0 when they are wrong. */
+static int get_lock_args(napi_env env, napi_callback_info info, bool allow_unlock, int32_t *fd, struct flock *lock) {
+  size_t argc = 4;
+  napi_value argv[4];
+  off_t start, length;
+  int type;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc != 4 ||
+      napi_get_value_int32(env, argv[0], fd) != napi_ok || *fd < 0 || !get_offset(env, argv[1], &start) ||
+      !get_offset(env, argv[2], &length) || length == 0 || (type = get_lock_type(env, argv[3], allow_unlock)) < 0) {
+    napi_throw_type_error(env, "EINVAL",
+                          allow_unlock ? "expected (fd, start, length, mode): start and length (> 0) safe integers, mode 'read', 'write' or 'unlock'"
+                                       : "expected (fd, start, length, mode): start and length (> 0) safe integers, mode 'read' or 'write'");
+    return 0;
+  }
+  memset(lock, 0, sizeof *lock);
+  lock->l_type = (short)type;
+  lock->l_whence = SEEK_SET;
+  lock->l_start = start;
+  lock->l_len = length;
+  lock->l_pid = 0; /* must be 0 for the F_OFD_* commands */
+  return 1;
+}
+
+static napi_value set_lock(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  struct flock lock;
+  if (!get_lock_args(env, info, true, &fd, &lock)) return NULL;
+  int result;
+  do {
+    result = fcntl(fd, F_OFD_SETLK, &lock);
+  } while (result != 0 && errno == EINTR);
+  if (result != 0) return throw_errno(env, errno, "fcntl(F_OFD_SETLK)");
+  napi_value undefined;
+  napi_get_undefined(env, &undefined);
+  return undefined;
+}
+
+static napi_value test_lock(napi_env env, napi_callback_info info) {
+  int32_t fd;
+  struct flock lock;
+  if (!get_lock_args(env, info, false, &fd, &lock)) return NULL;
+  int result;
+  do {
+    result = fcntl(fd, F_OFD_GETLK, &lock);
+  } while (result != 0 && errno == EINTR);
+  if (result != 0) return throw_errno(env, errno, "fcntl(F_OFD_GETLK)");
+  napi_value out;
+  if (lock.l_type == F_UNLCK) {
+    napi_get_null(env, &out);
+    return out;
+  }
+  napi_value mode, start, length, pid;
+  napi_create_object(env, &out);
+  napi_create_string_utf8(env, lock.l_type == F_WRLCK ? "write" : "read", NAPI_AUTO_LENGTH, &mode);
+  napi_create_double(env, (double)lock.l_start, &start);
+  /* l_len 0 means "to the end of the file, however far it grows". */
+  napi_create_double(env, lock.l_len == 0 ? -1 : (double)lock.l_len, &length);
+  napi_create_int32(env, lock.l_pid, &pid);
+  napi_set_named_property(env, out, "mode", mode);
+  napi_set_named_property(env, out, "start", start);
+  napi_set_named_property(env, out, "length", length);
+  napi_set_named_property(env, out, "pid", pid);
+  return out;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     {"seekData", NULL, seek_data, NULL, NULL, NULL, napi_default, NULL},
     {"seekHole", NULL, seek_hole, NULL, NULL, NULL, napi_default, NULL},
     {"writeBack", NULL, write_back, NULL, NULL, NULL, napi_default, NULL},
+    {"setLock", NULL, set_lock, NULL, NULL, NULL, napi_default, NULL},
+    {"testLock", NULL, test_lock, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof props / sizeof props[0], props);
   return exports;

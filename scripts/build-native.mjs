@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // Builds bitback's native addon (native/bitback_native.c) with node-gyp during `npm install`.
-// The addon only makes things faster or more exact (hole seeking); bitback works without it, so a
-// failed build warns instead of failing the install. Under CI=true a failed build is an error.
+// Without the addon bitback reads sparse files more slowly and cannot take QEMU's image locks, so it
+// opens images read-only only; a failed build warns instead of failing the install. Under CI=true a
+// failed build is an error.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
@@ -30,7 +31,7 @@ const dir = nodeDir();
 const result = spawnSync(process.execPath, [nodeGyp(), 'rebuild', ...(dir ? [`--nodedir=${dir}`] : [])], { stdio: 'inherit' });
 if (result.status !== 0) {
   const message = 'bitback: the native addon could not be built (needs python3, make, a C compiler and Node.js headers); ' +
-    'bitback works without it but reads sparse raw files more slowly';
+    'without it bitback reads sparse raw files more slowly and, unable to take image locks, opens images for reading only';
   if (process.env.CI === 'true') {
     console.error(`${message}. CI=true: failing.`);
     process.exit(1);

@@ -15,6 +15,27 @@ export { checkRange } from './range.js';
 export { isZero } from './is-zero.js';
 export { MEMORY_CHUNK_SIZE, MemoryBlockDevice, type MemoryBlockDeviceOptions } from './memory-device.js';
 export {
+  ALL_PERMISSIONS,
+  BlockPermission,
+  ImageLock,
+  LOCK_PERM_BASE,
+  LOCK_SHARED_BASE,
+  PERMISSION_NAMES,
+  defaultImagePermissions,
+  holdImageLock,
+  lockImageFile,
+  permissionNames,
+  requestedPermissions,
+  type HeldImageLock,
+  type ImageAccess,
+  type ImageLockOptions,
+  type ImagePermissions,
+  type LockingMode,
+  type PreparedLockChange,
+} from './image-lock.js';
+export { ImageLockedError, type LockHolder } from './image-lock-error.js';
+export { findLockHolders } from './image-lock-holders.js';
+export {
   RawFileDevice,
   createRawFile,
   type CreateRawFileOptions,

@@ -30,6 +30,7 @@ import {
 import { DEFAULT_MAXIMUM_REQUEST, isPowerOfTwo } from './block-size.js';
 import { isZero } from './is-zero.js';
 import { checkRange } from './range.js';
+import { lockImageFile, requestedPermissions, type ImageLock, type ImageLockOptions } from './image-lock.js';
 import { nativeAddon, type NativeAddon } from './native.js';
 import { RequestGate } from './request-gate.js';
 import { WriteBehind } from './write-behind.js';
@@ -67,6 +68,13 @@ export interface RawFileOpenOptions {
    * RawFileDevice.writesBehind} says which). Default false.
    */
   writeBehind?: boolean;
+  /**
+   * QEMU's image locks (src/block/image-lock.ts). By default a raw file is locked as qemu-io
+   * locks one: holding consistent read (and write unless read-only) and sharing everything.
+   * `forceShare` (read-only only), `noShare` (others may not write: qemu-img convert's source),
+   * `locking: 'off'` or explicit `permissions` change that.
+   */
+  lock?: ImageLockOptions;
 }
 
 /**
@@ -131,9 +139,15 @@ export class RawFileDevice implements BlockDevice {
   #written = false;
   readonly #detectZeroesByReading: boolean;
   readonly #writeBehind: WriteBehind | undefined;
+  /**
+   * QEMU's lock bytes on the file: what this open holds and shares. The engine changes them
+   * with `set`/`prepare` when its graph's permissions change.
+   */
+  readonly lock: ImageLock;
 
-  private constructor(path: string, handle: FileHandle, stats: Stats, readOnly: boolean, detectZeroes: boolean, writeBehind: boolean) {
+  private constructor(path: string, handle: FileHandle, stats: Stats, readOnly: boolean, detectZeroes: boolean, writeBehind: boolean, lock: ImageLock) {
     this.path = path;
+    this.lock = lock;
     this.#detectZeroesByReading = detectZeroes;
     this.#handle = handle;
     this.#writeBehind = writeBehind && !readOnly ? WriteBehind.create(handle.fd) : undefined;
@@ -153,14 +167,18 @@ export class RawFileDevice implements BlockDevice {
   }
 
   /**
-   * Opens the raw image at `path` (creating it first when `options.create` is given).
+   * Opens the raw image at `path` (creating it first when `options.create` is given) and takes
+   * QEMU's image locks on it (`options.lock`).
    *
    * Rejects with `NotFoundError` when the file does not exist, `InvalidArgumentError` for a
-   * directory, FIFO or socket, `NotSupportedError` for a block or character device (not yet
-   * supported), and `IoError` with the errno for other failures.
+   * directory, FIFO or socket or for `forceShare` on a writable open, `NotSupportedError` for a
+   * block or character device (not yet supported) or when a writable open cannot take the locks
+   * (no native addon), `ImageLockedError` (code BUSY) when another open of the file conflicts,
+   * and `IoError` with the errno for other failures.
    */
   static async open(path: string, options: RawFileOpenOptions = {}): Promise<RawFileDevice> {
     const action = `open raw file ${path}`;
+    const permissions = requestedPermissions('raw', options.readOnly === true, options.lock);
     if (options.create !== undefined) {
       await createRawFile(path, options.create.size, { preallocate: options.create.preallocate ?? false });
     }
@@ -176,7 +194,9 @@ export class RawFileDevice implements BlockDevice {
     try {
       const stats = await handle.stat();
       checkFileType(action, stats);
-      return new RawFileDevice(path, handle, stats, readOnly, options.detectZeroes ?? false, options.writeBehind ?? false);
+      const locking = options.lock?.locking;
+      const lock = await lockImageFile(handle.fd, path, permissions, { action, ...(locking ? { locking } : {}), writer: !readOnly });
+      return new RawFileDevice(path, handle, stats, readOnly, options.detectZeroes ?? false, options.writeBehind ?? false, lock);
     } catch (e) {
       await handle.close().catch(() => {});
       throw fromSystemError(action, e);
@@ -297,9 +317,17 @@ export class RawFileDevice implements BlockDevice {
     return this.#writeBehind !== undefined;
   }
 
-  /** Waits for requests in flight, then closes the file. A second call does nothing more. */
+  /**
+   * Waits for requests in flight, then releases the image locks and closes the file. A second
+   * call does nothing more.
+   */
   close(): Promise<void> {
     return this.#gate.close(async () => {
+      try {
+        this.lock.release();
+      } catch {
+        // Closing the descriptor drops the locks anyway.
+      }
       try {
         await this.#handle.close();
       } catch (e) {

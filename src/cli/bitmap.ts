@@ -27,8 +27,12 @@ export const BITMAP_USAGE = `Usage: bitback bitmap VERB [OPTIONS] IMAGE [NAME]
   enable IMAGE NAME | disable IMAGE NAME        start or stop recording writes
   merge --merge SRC [-b SRCIMG [-F FMT]] IMAGE NAME
                                                 NAME |= SRC (SRC from SRCIMG when given)
-  list [--json] IMAGE                           name, granularity, flags, count
-  dump [--json] IMAGE NAME                      dirty extents: "OFFSET LENGTH" per line
+  list [--json] [-U] IMAGE                      name, granularity, flags, count
+  dump [--json] [-U] IMAGE NAME                 dirty extents: "OFFSET LENGTH" per line
+
+An image that another process (a VM, qemu-img, bitback) has open for writing is refused
+(exit 6, "Failed to get shared "write" lock"); list and dump read it anyway with -U
+(--force-share), as qemu-img -U does: what they show may then be out of date.
 
 qemu-img's spelling works too: bitback bitmap [--add] [--remove] [--clear] [--enable]
 [--disable] [--merge SRC [-b SRCIMG [-F FMT]]] [-g GRANULARITY] [-f qcow2] IMAGE NAME
@@ -63,6 +67,7 @@ export async function bitmapCommand(argv: string[], out: Out): Promise<number> {
       format: { type: 'string', short: 'f' },
       json: { type: 'boolean' },
       output: { type: 'string' },
+      'force-share': { type: 'boolean', short: 'U' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
@@ -74,16 +79,18 @@ export async function bitmapCommand(argv: string[], out: Out): Promise<number> {
   }
   const format = values.format === undefined ? undefined : parseImageFormat(values.format);
   const json = values.json === true || values.output === 'json';
+  const forceShare = values['force-share'] === true;
   if (verb === 'list') {
     const [image, ...extra] = positionals;
     if (image === undefined || extra.length > 0) throw new UsageError('bitmap', 'list expects IMAGE');
-    return list(image, format, json, out);
+    return list(image, format, forceShare, json, out);
   }
   if (verb === 'dump') {
     const [image, name, ...extra] = positionals;
     if (image === undefined || name === undefined || extra.length > 0) throw new UsageError('bitmap', 'dump expects IMAGE NAME');
-    return dump(image, name, format, json, out);
+    return dump(image, name, format, forceShare, json, out);
   }
+  if (forceShare) throw new UsageError('bitmap', '-U applies to list and dump only: the other verbs change the image');
 
   const actions = actionsOf(verb, tokens);
   const [image, name, ...extra] = positionals;
@@ -185,8 +192,8 @@ async function merge(bitmaps: Qcow2Bitmaps, target: string, source: string, sour
   }
 }
 
-async function list(image: string, format: ImageFormat | undefined, json: boolean, out: Out): Promise<number> {
-  const bitmaps = await Qcow2Bitmaps.open(image, { readOnly: true, ...(format === undefined ? {} : { format }) });
+async function list(image: string, format: ImageFormat | undefined, forceShare: boolean, json: boolean, out: Out): Promise<number> {
+  const bitmaps = await Qcow2Bitmaps.open(image, { readOnly: true, ...(forceShare ? { lock: { forceShare } } : {}), ...(format === undefined ? {} : { format }) });
   try {
     const rows = bitmaps.list();
     if (json) {
@@ -202,8 +209,8 @@ async function list(image: string, format: ImageFormat | undefined, json: boolea
   return 0;
 }
 
-async function dump(image: string, name: string, format: ImageFormat | undefined, json: boolean, out: Out): Promise<number> {
-  const bitmaps = await Qcow2Bitmaps.open(image, { readOnly: true, ...(format === undefined ? {} : { format }) });
+async function dump(image: string, name: string, format: ImageFormat | undefined, forceShare: boolean, json: boolean, out: Out): Promise<number> {
+  const bitmaps = await Qcow2Bitmaps.open(image, { readOnly: true, ...(forceShare ? { lock: { forceShare } } : {}), ...(format === undefined ? {} : { format }) });
   try {
     const extents = bitmaps.dirtyExtents(name);
     if (json) out(JSON.stringify(extents));

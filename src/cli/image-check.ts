@@ -1,6 +1,7 @@
 /**
- * `bitback image check [--json] [-r leaks|all] FILE`: qemu-img check for qcow2. Exit statuses are
- * qemu-img's: 0 clean, 1 the check itself failed, 2 corruptions, 3 leaks only.
+ * `bitback image check [--json] [-r leaks|all] [-U] FILE`: qemu-img check for qcow2. Exit statuses
+ * are qemu-img's: 0 clean, 1 the check itself failed, 2 corruptions, 3 leaks only; an image in
+ * use by another process is refused (exit 6) unless -U (read-only checks only, as qemu-img).
  */
 import { parseArgs } from 'node:util';
 import { checkQcow2, formatQcow2CheckHuman, qcow2CheckExitStatus } from '../qcow2/check/index.js';
@@ -17,6 +18,7 @@ export async function checkCommand(argv: string[], out: (line: string) => void):
       repair: { type: 'string', short: 'r' },
       format: { type: 'string', short: 'f' },
       quiet: { type: 'boolean', short: 'q' },
+      'force-share': { type: 'boolean', short: 'U' },
     },
     allowPositionals: true,
   });
@@ -30,7 +32,9 @@ export async function checkCommand(argv: string[], out: (line: string) => void):
     out(`This image format does not support checks`);
     return 63;
   }
-  const result = await checkQcow2(file, repair === undefined ? {} : { repair });
+  const forceShare = values['force-share'] === true;
+  if (forceShare && repair !== undefined) throw new UsageError('image check', '-U cannot be used with -r: force-share=on can only be used with read-only images');
+  const result = await checkQcow2(file, { ...(repair === undefined ? {} : { repair }), ...(forceShare ? { lock: { forceShare } } : {}) });
   if (values.json || values.output === 'json') {
     const { findings: _f, 'findings-omitted': _o, ...report } = result;
     // qemu-img leaves out the counters that are zero.

@@ -19,13 +19,26 @@ export const IMAGE_USAGE = `Usage: bitback image SUBCOMMAND [OPTIONS] ARGS
 
   create [-f qcow2|raw] [-b BACKING [-F FMT]] [-o OPTIONS] FILE [SIZE]
          OPTIONS: cluster_size=SIZE, refcount_bits=N, compat=1.1|0.10, preallocation=off|metadata
-  info [--json] [--backing-chain] [-f FMT] FILE
-  check [--json] [-r leaks|all] FILE      exit 0 clean, 2 corruptions, 3 leaks only
-  map [--json] [-f FMT] FILE
-  compare [-f FMT] [-F FMT] [-s] FILE1 FILE2     exit 0 identical, 1 different
-  convert [-f FMT] -O qcow2|raw [-c] [-o OPTIONS] [-p] [-m N] SOURCE TARGET
+  info [--json] [--backing-chain] [-f FMT] [-U] FILE
+  check [--json] [-r leaks|all] [-U] FILE exit 0 clean, 2 corruptions, 3 leaks only
+  map [--json] [-f FMT] [-U] FILE
+  compare [-f FMT] [-F FMT] [-s] [-U] FILE1 FILE2     exit 0 identical, 1 different
+  convert [-f FMT] -O qcow2|raw [-c] [-o OPTIONS] [-p] [-m N] [-U] SOURCE TARGET
   rebase [-u] -b BACKING [-F FMT] FILE   (-b '' removes the backing file; safe unless -u)
-  commit [-d] FILE                        (-d: keep the overlay's data)`;
+  commit [-d] FILE                        (-d: keep the overlay's data)
+
+Images are locked as QEMU locks them: an image that another process (a VM, qemu-img, bitback)
+has open for writing cannot be opened, exit status 6 ("Failed to get shared "write" lock").
+-U (--force-share) reads it anyway, as qemu-img -U: read-only commands only, and what it reads
+may be inconsistent while the other process writes.`;
+
+/** The -U / --force-share option of the read-only subcommands (qemu-img's spelling). */
+const FORCE_SHARE = { 'force-share': { type: 'boolean', short: 'U' } } as const;
+
+/** The `lock` option for `-U`: share every permission (qemu-img -U); nothing: the defaults. */
+function lockFor(values: { 'force-share'?: boolean }): { lock?: { forceShare: true } } {
+  return values['force-share'] === true ? { lock: { forceShare: true } } : {};
+}
 
 /** Runs `bitback image ...`. Returns the exit status. */
 export async function imageCommand(argv: string[], out: Out): Promise<number> {
@@ -162,6 +175,7 @@ async function info(argv: string[], out: Out): Promise<number> {
       'backing-chain': { type: 'boolean' },
       format: { type: 'string', short: 'f' },
       output: { type: 'string' },
+      ...FORCE_SHARE,
     },
     allowPositionals: true,
   });
@@ -170,11 +184,11 @@ async function info(argv: string[], out: Out): Promise<number> {
   const format = values.format === undefined ? undefined : parseImageFormat(values.format);
   const json = values.json || values.output === 'json';
   if (values['backing-chain']) {
-    const chain = await imageInfoChain(file, format);
+    const chain = await imageInfoChain(file, format, lockFor(values));
     if (json) out(JSON.stringify(chain, null, 4));
     else chain.forEach((i, n) => out((n > 0 ? '\n' : '') + formatInfo(i).join('\n')));
   } else {
-    const result = await imageInfo(file, format);
+    const result = await imageInfo(file, format, lockFor(values));
     out(json ? JSON.stringify(result, null, 4) : formatInfo(result).join('\n'));
   }
   return 0;
@@ -183,11 +197,11 @@ async function info(argv: string[], out: Out): Promise<number> {
 async function map(argv: string[], out: Out): Promise<number> {
   const { values, positionals } = parseArgs({
     args: argv,
-    options: { json: { type: 'boolean' }, format: { type: 'string', short: 'f' }, output: { type: 'string' } },
+    options: { json: { type: 'boolean' }, format: { type: 'string', short: 'f' }, output: { type: 'string' }, ...FORCE_SHARE },
     allowPositionals: true,
   });
   if (positionals.length !== 1) throw new UsageError('image map', 'expected exactly one FILE');
-  const image = await openImage(positionals[0] as string, { readOnly: true, ...(values.format ? { format: parseImageFormat(values.format) } : {}) });
+  const image = await openImage(positionals[0] as string, { readOnly: true, ...lockFor(values), ...(values.format ? { format: parseImageFormat(values.format) } : {}) });
   try {
     const entries = await mapDevice(image.device, image.chainLength);
     if (values.json || values.output === 'json') out(JSON.stringify(entries));
@@ -206,14 +220,15 @@ async function compare(argv: string[], out: Out): Promise<number> {
       'second-format': { type: 'string', short: 'F' },
       strict: { type: 'boolean', short: 's' },
       quiet: { type: 'boolean', short: 'q' },
+      ...FORCE_SHARE,
     },
     allowPositionals: true,
   });
   if (positionals.length !== 2) throw new UsageError('image compare', 'expected FILE1 FILE2');
   const [first, second] = positionals as [string, string];
-  const a = await openImage(first, { readOnly: true, ...(values.format ? { format: parseImageFormat(values.format) } : {}) });
+  const a = await openImage(first, { readOnly: true, ...lockFor(values), ...(values.format ? { format: parseImageFormat(values.format) } : {}) });
   try {
-    const b = await openImage(second, { readOnly: true, ...(values['second-format'] ? { format: parseImageFormat(values['second-format']) } : {}) });
+    const b = await openImage(second, { readOnly: true, ...lockFor(values), ...(values['second-format'] ? { format: parseImageFormat(values['second-format']) } : {}) });
     try {
       const result = await compareDevices(a.device, b.device, { strict: values.strict ?? false });
       if (result.identical) {
@@ -242,6 +257,7 @@ async function convert(argv: string[], out: Out): Promise<number> {
       options: { type: 'string', short: 'o' },
       progress: { type: 'boolean', short: 'p' },
       parallel: { type: 'string', short: 'm' },
+      ...FORCE_SHARE,
     },
     allowPositionals: true,
   });
@@ -257,6 +273,7 @@ async function convert(argv: string[], out: Out): Promise<number> {
     compress: values.compress ?? false,
     create: parseCreateOptions(values.options),
     parallel,
+    forceShare: values['force-share'] === true,
     ...(values.format ? { sourceFormat: parseImageFormat(values.format) } : {}),
     ...(values.progress
       ? {

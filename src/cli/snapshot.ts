@@ -22,11 +22,13 @@ export const SNAPSHOT_USAGE = `Usage: bitback snapshot VERB [OPTIONS] IMAGE [NAM
        bitback snapshot [-l | -c NAME | -a NAME | -d NAME] [OPTIONS] IMAGE
 
   create IMAGE NAME   (-c NAME)  make a disk-only internal snapshot [--id ID]
-  list IMAGE          (-l)       list the snapshots as qemu-img does, or --json
+  list IMAGE          (-l)       list the snapshots as qemu-img does, or --json [-U]
   apply IMAGE NAME    (-a NAME)  revert the disk to the snapshot (NAME: id or name)
   delete IMAGE NAME   (-d NAME)  delete the snapshot (NAME: id or name)
 
-The image must not be in use by another process. --json prints the snapshot(s) with the
+The image must not be in use by another process: one that a VM or another program has open
+for writing is refused (exit 6, "Failed to get shared "write" lock"). list reads it anyway
+with -U (--force-share), as qemu-img snapshot -U -l. --json prints the snapshot(s) with the
 fields of qemu-img info --output=json.`;
 
 const VERBS: readonly Verb[] = ['create', 'list', 'apply', 'delete'];
@@ -43,6 +45,7 @@ export async function snapshotCommand(argv: string[], out: Out): Promise<number>
       id: { type: 'string' },
       json: { type: 'boolean' },
       format: { type: 'string', short: 'f' },
+      'force-share': { type: 'boolean', short: 'U' },
       help: { type: 'boolean', short: 'h' },
     },
     allowPositionals: true,
@@ -54,12 +57,14 @@ export async function snapshotCommand(argv: string[], out: Out): Promise<number>
   if (values.format !== undefined && values.format !== 'qcow2') throw new UsageError('snapshot', `-f ${values.format}: only qcow2 images have internal snapshots`);
   const { verb, image, name } = request(values, positionals);
   if (values.id !== undefined && verb !== 'create') throw new UsageError('snapshot', '--id applies to create only');
+  const forceShare = values['force-share'] === true;
+  if (forceShare && verb !== 'list') throw new UsageError('snapshot', '-U applies to list only: force-share=on can only be used with read-only images');
   const print = (s: Qcow2Snapshot): void => {
     if (values.json === true) out(JSON.stringify(snapshotInfo(s), null, 4));
   };
   switch (verb) {
     case 'list': {
-      const snapshots = await listSnapshots(image);
+      const snapshots = await listSnapshots(image, forceShare ? { lock: { forceShare } } : {});
       if (values.json === true) out(JSON.stringify(snapshots.map(snapshotInfo), null, 4));
       else for (const line of formatSnapshotTable(snapshots)) out(line);
       return 0;

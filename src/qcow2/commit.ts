@@ -35,9 +35,11 @@ export async function commitImage(path: string, options: CommitOptions = {}): Pr
   const backingPath = info['full-backing-filename'];
   const backingFormat = info['backing-filename-format'] === 'raw' ? 'raw' : info['backing-filename-format'] === 'qcow2' ? 'qcow2' : undefined;
   const stats: CommitStats = { bytesCommitted: 0, emptied: false };
-  const top = await Qcow2Image.open(path, { readOnly: true });
+  // One graph, as qemu-img commit builds it: the backing file is opened once, for writing, and
+  // the overlay reads through that open (a second, read-only open would conflict with its locks).
+  const base = await openImage(backingPath, { ...(backingFormat ? { format: backingFormat } : {}) });
   try {
-    const base = await openImage(backingPath, { ...(backingFormat ? { format: backingFormat } : {}) });
+    const top = await Qcow2Image.open(path, { readOnly: true, backing: base.device });
     try {
       if (base.device.size < top.size) {
         throw new NotSupportedError(action, `the backing file ${backingPath} (${base.device.size} bytes) is smaller than the overlay (${top.size} bytes)`);
@@ -60,10 +62,10 @@ export async function commitImage(path: string, options: CommitOptions = {}): Pr
       }
       await base.device.flush();
     } finally {
-      await base.device.close();
+      await top.close();
     }
   } finally {
-    await top.close();
+    await base.device.close();
   }
   if (!options.keep) stats.emptied = await emptyOverlay(path, info);
   return stats;

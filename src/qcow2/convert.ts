@@ -5,6 +5,7 @@
  */
 import { rm } from 'node:fs/promises';
 import { copyDevice } from '../block/copy.js';
+import { type ImageLockOptions } from '../block/image-lock.js';
 import { createImage, openImage, type CreateImageOptions } from './open-image.js';
 import { type ImageFormat } from './info.js';
 
@@ -24,6 +25,12 @@ export interface ConvertOptions {
   chunk?: number;
   /** Called after each chunk with the bytes of the source covered so far. */
   onProgress?: (done: number, total: number) => void;
+  /**
+   * Read the source even while another process writes it (qemu-img convert -U): its locks
+   * share everything. By default the source is locked as qemu-img convert locks it: no other
+   * process may write or resize it meanwhile, raw or qcow2. Default false.
+   */
+  forceShare?: boolean;
 }
 
 /** What a conversion did. */
@@ -40,7 +47,9 @@ export interface ConvertStats {
  * On failure the partly written target is removed.
  */
 export async function convertImage(sourcePath: string, targetPath: string, options: ConvertOptions): Promise<ConvertStats> {
-  const source = await openImage(sourcePath, { readOnly: true, ...(options.sourceFormat ? { format: options.sourceFormat } : {}) });
+  // qemu-img convert opens its source with BDRV_O_NO_SHARE: nobody may change it during the copy.
+  const lock: ImageLockOptions = options.forceShare === true ? { forceShare: true } : { noShare: true };
+  const source = await openImage(sourcePath, { readOnly: true, lock, ...(options.sourceFormat ? { format: options.sourceFormat } : {}) });
   const stats: ConvertStats = { virtualSize: source.device.size, bytesRead: 0, bytesWritten: 0 };
   let created = false;
   try {

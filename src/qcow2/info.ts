@@ -1,9 +1,11 @@
 /**
  * `bitback image info`: what `qemu-img info --output=json` reports about an image, with the same
- * field names, read through the pure codecs (the image is opened read-only and never changed, so
- * it works on an image that a VM has open, like `qemu-img info -U`).
+ * field names, read through the pure codecs. The image is opened read-only and never changed.
+ * Like qemu-img info, a qcow2 image is locked meanwhile with permission none and without sharing
+ * write and resize, so an image that a VM has open for writing needs `forceShare` (-U).
  */
 import { open, realpath, stat } from 'node:fs/promises';
+import { defaultImagePermissions, holdImageLock, type ImageLockOptions } from '../block/image-lock.js';
 import { NotFoundError, fromSystemError } from '../errors.js';
 import {
   AutoclearFeature,
@@ -119,12 +121,19 @@ export async function readQcow2Header(path: string): Promise<{ image: Qcow2Image
   }
 }
 
+/** Options of {@link imageInfo} and {@link imageInfoChain}. */
+export interface ImageInfoOptions {
+  /** Image locks: `forceShare` is qemu-img's -U, `locking: 'off'` takes none. */
+  lock?: ImageLockOptions;
+}
+
 /**
  * Describes one image. `format` may be given to skip probing.
  * @throws NotFoundError when the file is missing; Qcow2FormatError (naming the image and the
- *   field) when its metadata is damaged.
+ *   field) when its metadata is damaged; ImageLockedError (code BUSY) when another process has
+ *   a qcow2 image open for writing and `lock.forceShare` is not set.
  */
-export async function imageInfo(path: string, format?: ImageFormat): Promise<ImageInfo> {
+export async function imageInfo(path: string, format?: ImageFormat, options: ImageInfoOptions = {}): Promise<ImageInfo> {
   const fmt = format ?? (await probeImageFormat(path));
   let st;
   try {
@@ -137,6 +146,18 @@ export async function imageInfo(path: string, format?: ImageFormat): Promise<Ima
   if (fmt === 'raw') {
     return { filename: path, format: 'raw', 'virtual-size': st.size, 'actual-size': actualSize, 'dirty-flag': false };
   }
+  const lock = options.lock ?? {};
+  const permissions = lock.permissions ?? defaultImagePermissions('qcow2', { readOnly: true, noIo: true, ...(lock.forceShare ? { forceShare: true } : {}) });
+  const held = await holdImageLock(path, permissions, { action: `open image ${path}`, ...(lock.locking ? { locking: lock.locking } : {}) });
+  try {
+    return await qcow2Info(path, actualSize);
+  } finally {
+    await held.close();
+  }
+}
+
+/** The info of the qcow2 image at `path`, read while its lock is held. */
+async function qcow2Info(path: string, actualSize: number): Promise<ImageInfo> {
   const { image, fileSize } = await readQcow2Header(path);
   const { header, extensions } = image;
   const geometry = geometryOf(header);
@@ -215,7 +236,7 @@ export async function imageInfo(path: string, format?: ImageFormat): Promise<Ima
  * Describes an image and every image of its backing chain, top first (`qemu-img info
  * --backing-chain`). A cycle in the chain is an error naming the chain.
  */
-export async function imageInfoChain(path: string, format?: ImageFormat): Promise<ImageInfo[]> {
+export async function imageInfoChain(path: string, format?: ImageFormat, options: ImageInfoOptions = {}): Promise<ImageInfo[]> {
   const chain: ImageInfo[] = [];
   const seen = new Map<string, string>();
   let current: { path: string; format?: ImageFormat } | undefined = { path, ...(format ? { format } : {}) };
@@ -234,7 +255,7 @@ export async function imageInfoChain(path: string, format?: ImageFormat): Promis
       throw corruptImage(path, 'backing_file', `the backing chain has a cycle: ${names}`);
     }
     seen.set(real, current.path);
-    const info = await imageInfo(current.path, current.format);
+    const info = await imageInfo(current.path, current.format, options);
     chain.push(info);
     const next = info['full-backing-filename'];
     const nextFormat = info['backing-filename-format'];

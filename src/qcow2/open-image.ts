@@ -4,6 +4,7 @@
  * open it through here.
  */
 import { type BlockDevice } from '../block/block-device.js';
+import { type ImageLockOptions } from '../block/image-lock.js';
 import { RawFileDevice, createRawFile } from '../block/raw-file-device.js';
 import { InvalidArgumentError } from '../errors.js';
 import { createQcow2, type CreateQcow2Options } from './create.js';
@@ -18,6 +19,8 @@ export interface OpenImageOptions {
   readOnly?: boolean;
   /** qcow2 only: store whole-cluster writes compressed (backup targets). */
   compress?: boolean;
+  /** QEMU's image locks (src/block/image-lock.ts): `forceShare` is qemu-img's -U. */
+  lock?: ImageLockOptions;
 }
 
 /** An opened image and what it is. */
@@ -38,9 +41,9 @@ export function parseImageFormat(text: string): ImageFormat {
 export async function openImage(path: string, options: OpenImageOptions = {}): Promise<OpenedImage> {
   const format = options.format ?? (await probeImageFormat(path));
   if (format === 'raw') {
-    return { device: await RawFileDevice.open(path, { readOnly: options.readOnly ?? false }), format, chainLength: 1 };
+    return { device: await RawFileDevice.open(path, { readOnly: options.readOnly ?? false, ...(options.lock ? { lock: options.lock } : {}) }), format, chainLength: 1 };
   }
-  const image = await openQcow2Tracking(path, { readOnly: options.readOnly ?? false, compress: options.compress ?? false });
+  const image = await openQcow2Tracking(path, { readOnly: options.readOnly ?? false, compress: options.compress ?? false, ...(options.lock ? { lock: options.lock } : {}) });
   return { device: image, format, chainLength: 1 + image.backingChain.length };
 }
 

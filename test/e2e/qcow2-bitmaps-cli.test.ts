@@ -83,6 +83,8 @@ test('bitback bitmap reports errors with the documented exit statuses', { skip }
   await writeFile(raw, new Uint8Array(1024 * 1024));
   const v2 = join(dir, 'v2.qcow2');
   await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'compat=0.10', v2, '1M');
+  const other = join(dir, 'other.qcow2');
+  await qemuImg('create', '-q', '-f', 'qcow2', other, '1M');
   await bitback('add', path, 'x');
 
   const cases: Array<[string[], number, RegExp]> = [
@@ -90,7 +92,9 @@ test('bitback bitmap reports errors with the documented exit statuses', { skip }
     [['clear', path, 'nope'], 3, /Dirty bitmap 'nope' not found/],
     [['dump', path, 'nope'], 3, /not found/],
     [['merge', '--merge', 'nope', path, 'x'], 3, /not found/],
-    [['merge', '--merge', 'x', '-b', path, path, 'nope'], 3, /not found/],
+    [['merge', '--merge', 'x', '-b', other, path, 'nope'], 3, /not found/],
+    // As qemu-img: the source image is a second open of an image open for writing.
+    [['merge', '--merge', 'x', '-b', path, path, 'x'], 6, /Failed to get shared "write" lock/],
     [['add', raw, 'x'], 7, /raw images cannot hold persistent dirty bitmaps/],
     [['list', raw], 7, /raw images/],
     [['add', v2, 'x'], 7, /Cannot store dirty bitmaps in qcow2 v2 files/],

@@ -52,7 +52,8 @@ async function prepareCreate(engine: Engine, device: string, name: string): Prom
   const node = rootNode(engine, device);
   checkSnapshottable(node, device);
   if (name === '') fail('Name is empty');
-  if ((await listSnapshots(node.filename)).some((s) => s.name === name)) fail(`Snapshot with name '${name}' already exists on device '${device}'`);
+  // The node has the image open for writing: read its table beside it, as qemu-img snapshot -U -l.
+  if ((await listSnapshots(node.filename, { lock: { forceShare: true } })).some((s) => s.name === name)) fail(`Snapshot with name '${name}' already exists on device '${device}'`);
   return node;
 }
 
@@ -81,7 +82,7 @@ export function registerInternalSnapshotCommands(engine: Engine, transactions: T
       const node = rootNode(engine, args.device);
       checkSnapshottable(node, args.device);
       if (args.id === undefined && args.name === undefined) fail('Name or id must be provided');
-      const found = (await listSnapshots(node.filename)).find((s) => (args.id === undefined || s.id === args.id) && (args.name === undefined || s.name === args.name));
+      const found = (await listSnapshots(node.filename, { lock: { forceShare: true } })).find((s) => (args.id === undefined || s.id === args.id) && (args.name === undefined || s.name === args.name));
       if (found === undefined) fail(`Snapshot with id '${args.id ?? 'null'}' and name '${args.name ?? 'null'}' does not exist on device '${args.device}'`);
       const deleted = await engine.graph.drained(() => node.reopenAround(() => deleteSnapshot(node.filename, found.id)));
       return snapshotInfo(deleted);

@@ -106,7 +106,8 @@ test('attaching in track mode marks stored bitmaps in use before any write, and 
   await editor.image.close();
 
   const tracking = await Qcow2Bitmaps.open(path);
-  const meanwhile = await Qcow2Bitmaps.open(path, { readOnly: true });
+  // A second open of an image open for writing needs force-share, as qemu-img info -U.
+  const meanwhile = await Qcow2Bitmaps.open(path, { readOnly: true, lock: { forceShare: true } });
   assert.deepEqual(meanwhile.list().map((b) => [b.name, b.inconsistent, b.flags]), [['b0', true, ['in-use']]]);
   await meanwhile.close();
   await tracking.image.write(0, new Uint8Array(10));
@@ -121,7 +122,10 @@ test('a tracking image that is not closed leaves its bitmaps inconsistent: only 
   const path = await newImage({ size: 4 * M });
   const tracking = await Qcow2Bitmaps.open(path);
   await tracking.add('new'); // never stored: disappears
-  const editor = await Qcow2Bitmaps.open(path, { mode: 'edit' });
+  // The image is locked while open: look at what a kill would leave, a copy of the file now.
+  const copied = join(dir, `copied-${counter++}.qcow2`);
+  await copyFile(path, copied);
+  const editor = await Qcow2Bitmaps.open(copied, { mode: 'edit' });
   assert.deepEqual(editor.list(), []);
   await editor.close();
 
@@ -159,7 +163,7 @@ test('edit mode stores each change at once and refuses guest writes', { skip: pe
   const editor = await Qcow2Bitmaps.open(path, { mode: 'edit' });
   await editor.add('a', { granularity: 8192 });
   await editor.add('b', { disabled: true });
-  const view = await Qcow2Bitmaps.open(path, { readOnly: true });
+  const view = await Qcow2Bitmaps.open(path, { readOnly: true, lock: { forceShare: true } });
   assert.deepEqual(view.list().map((b) => [b.name, b.granularity, b.flags]), [['a', 8192, ['auto']], ['b', 4096, []]]);
   await view.close();
   await assert.rejects(editor.image.write(0, new Uint8Array(1)), code('READ_ONLY'));

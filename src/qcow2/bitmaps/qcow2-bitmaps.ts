@@ -5,6 +5,7 @@
  */
 import { stat } from 'node:fs/promises';
 import { BitmapStateError, DirtyBitmap, type DirtyExtent } from '../../bitmap/index.js';
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { ClosedError, InvalidArgumentError, NotFoundError, NotSupportedError, ReadOnlyError } from '../../errors.js';
 import { AutoclearFeature, bitmapEntrySize } from '../format/index.js';
 import { Qcow2Image } from '../image/index.js';
@@ -40,6 +41,8 @@ export interface OpenBitmapsOptions extends AttachBitmapsOptions {
   readOnly?: boolean;
   /** The image's format; probed when omitted. `raw` is refused: raw images hold no bitmaps. */
   format?: ImageFormat;
+  /** QEMU's image locks (src/block/image-lock.ts): `forceShare` (qemu-img -U) for read-only opens. */
+  lock?: ImageLockOptions;
 }
 
 /** Options of {@link Qcow2Bitmaps.add}. */
@@ -148,7 +151,7 @@ export class Qcow2Bitmaps {
     if (format === 'raw') {
       throw new NotSupportedError(`use the bitmaps of ${path}`, 'raw images cannot hold persistent dirty bitmaps (convert the image to qcow2)');
     }
-    const image = await Qcow2Image.open(path, { readOnly: options.readOnly === true });
+    const image = await Qcow2Image.open(path, { readOnly: options.readOnly === true, ...(options.lock ? { lock: options.lock } : {}) });
     try {
       return await Qcow2Bitmaps.attach(image, options.mode === undefined ? {} : { mode: options.mode });
     } catch (e) {

@@ -4,6 +4,7 @@
  * cluster count (a few bytes per cluster) and one L2 table or refcount block at a time.
  */
 import { HeaderOffset, IncompatibleFeature, decodeHeader, decodeImageHeader, geometryOf, type Qcow2ImageHeader } from '../format/index.js';
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { InvalidArgumentError } from '../../errors.js';
 import { compareRefcounts, type FixMode } from './compare.js';
 import { reference, workBudget, type CheckContext } from './context.js';
@@ -33,6 +34,8 @@ export interface Qcow2CheckOptions {
   repair?: 'leaks' | 'all';
   /** Detailed findings to keep (the counters count them all). Default 1000. */
   maxFindings?: number;
+  /** Image locks (src/block/image-lock.ts): `forceShare` is qemu-img check's -U (no repair). */
+  lock?: ImageLockOptions;
 }
 
 /** Most clusters a checked file may have (QEMU refuses more than INT_MAX, 2^31 - 1). */
@@ -60,7 +63,7 @@ export async function checkQcow2(path: string, options: Qcow2CheckOptions = {}):
   if (!Number.isSafeInteger(maxFindings) || maxFindings < 0) {
     throw new InvalidArgumentError(`check qcow2 image ${path}`, `maxFindings ${maxFindings} is not a non-negative integer`);
   }
-  const file = await ImageFile.open(path, repair !== undefined);
+  const file = await ImageFile.open(path, repair !== undefined, options.lock);
   try {
     if (repair === undefined) return (await runPass(file, 'none', maxFindings)).result;
     const fixing = await runPass(file, repair, maxFindings);

@@ -5,6 +5,7 @@
  * @internal
  */
 import { open, type FileHandle } from 'node:fs/promises';
+import { lockImageFile, requestedPermissions, type ImageLock, type ImageLockOptions } from '../../block/image-lock.js';
 import { NotFoundError, fromSystemError } from '../../errors.js';
 
 /** Largest single read: Node refuses lengths of 2 GiB and more. */
@@ -26,11 +27,17 @@ export class ImageFile {
     readonly size: number,
     /** True when opened for repair. */
     readonly writable: boolean,
+    private readonly lock: ImageLock,
   ) {}
 
-  /** Opens `path` read-only, or read-write for a repair. */
-  static async open(path: string, writable: boolean): Promise<ImageFile> {
+  /**
+   * Opens `path` read-only, or read-write for a repair, and takes QEMU's image locks as qemu-img
+   * check does (`lock.forceShare` is its -U, read-only only). Rejects with `ImageLockedError`
+   * (code BUSY) when another process has the image open for writing.
+   */
+  static async open(path: string, writable: boolean, lock: ImageLockOptions = {}): Promise<ImageFile> {
     const action = `open qcow2 image ${path}`;
+    const permissions = requestedPermissions('qcow2', !writable, lock);
     let handle: FileHandle;
     try {
       handle = await open(path, writable ? 'r+' : 'r');
@@ -40,7 +47,8 @@ export class ImageFile {
     }
     try {
       const stats = await handle.stat();
-      return new ImageFile(handle, path, stats.size, writable);
+      const locks = await lockImageFile(handle.fd, path, permissions, { action, ...(lock.locking ? { locking: lock.locking } : {}), writer: writable });
+      return new ImageFile(handle, path, stats.size, writable, locks);
     } catch (e) {
       await handle.close().catch(() => undefined);
       throw fromSystemError(action, e);
@@ -97,6 +105,11 @@ export class ImageFile {
 
   /** Closes the file; idempotent errors are ignored. */
   async close(): Promise<void> {
+    try {
+      this.lock.release();
+    } catch {
+      // Closing the descriptor drops the locks anyway.
+    }
     await this.handle.close().catch(() => undefined);
   }
 

@@ -11,6 +11,7 @@
 import { open, stat } from 'node:fs/promises';
 import { dirname, isAbsolute, join } from 'node:path';
 import type { BlockDevice } from '../../block/block-device.js';
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { RawFileDevice } from '../../block/raw-file-device.js';
 import { NotFoundError, NotSupportedError, fromSystemError } from '../../errors.js';
 import { QCOW2_MAGIC } from '../format/index.js';
@@ -58,6 +59,9 @@ export function resolveBackingPath(imagePath: string, filename: string): string 
  * Opens the backing file `filename` of the image at `imagePath`, and its own chain.
  *
  * @param visited - the chain so far, the image at `imagePath` last
+ * @param lock - how the image above was locked: a raw backing file inherits `locking`,
+ *   `forceShare` and `noShare` (as QEMU's children inherit force-share); explicit permissions
+ *   are not passed down
  * @returns the device (owned by the caller, who closes it) and the chain below the image
  * @throws NotFoundError naming the file when it does not exist; Qcow2FormatError (field
  *   `header.backing_file`) for a cycle; NotSupportedError for protocols and other formats
@@ -68,6 +72,7 @@ export async function openBackingChain(
   storedFormat: string | undefined,
   visited: ChainVisit,
   openQcow2: OpenQcow2Backing,
+  lock: ImageLockOptions = {},
 ): Promise<{ device: BlockDevice; chain: BackingFileInfo[] }> {
   const action = `open backing file ${filename} of ${imagePath}`;
   if (/^[a-z][a-z0-9+.-]*:/i.test(filename) && !filename.startsWith('file:')) {
@@ -83,10 +88,16 @@ export async function openBackingChain(
   const format = storedFormat ?? (await probeFormat(path, action));
   const info: BackingFileInfo = { filename, path, format: checkFormat(format, action), probed: storedFormat === undefined };
   if (info.format === 'raw') {
-    return { device: await RawFileDevice.open(path, { readOnly: true }), chain: [info] };
+    return { device: await RawFileDevice.open(path, { readOnly: true, lock: inheritedLock(lock) }), chain: [info] };
   }
   const opened = await openQcow2(path, [...visited, { identity, path }]);
   return { device: opened.device, chain: [info, ...opened.chain] };
+}
+
+/** What a backing file inherits of its parent's lock options (all but explicit permissions). */
+export function inheritedLock(lock: ImageLockOptions): ImageLockOptions {
+  const { permissions: _explicit, ...inherited } = lock;
+  return inherited;
 }
 
 function checkFormat(format: string, action: string): BackingFormat {

@@ -1,9 +1,10 @@
 /**
  * The host file under a qcow2 image: positioned reads and writes that loop until complete,
- * and the file's end, tracked as the image grows it.
+ * the file's end, tracked as the image grows it, and QEMU's image locks on it.
  */
 import { read as readFd } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { lockImageFile, requestedPermissions, type ImageLock, type ImageLockOptions } from '../../block/image-lock.js';
 import { IoError, NotFoundError, fromSystemError } from '../../errors.js';
 
 /** Largest single read or write system call (Node refuses 2 GiB and more). */
@@ -14,21 +15,35 @@ export class ImageFile {
   /** The path the file was opened by (for messages). */
   readonly path: string;
   readonly readOnly: boolean;
+  /**
+   * QEMU's lock bytes on the file (see src/block/image-lock.ts): what this open holds and
+   * shares. The engine changes them with `set`/`prepare` when its graph's permissions change.
+   */
+  readonly lock: ImageLock;
   readonly #handle: FileHandle;
   #size: number;
 
-  private constructor(path: string, handle: FileHandle, size: number, readOnly: boolean) {
+  private constructor(path: string, handle: FileHandle, size: number, readOnly: boolean, lock: ImageLock) {
     this.path = path;
     this.#handle = handle;
     this.#size = size;
     this.readOnly = readOnly;
+    this.lock = lock;
   }
 
   /**
-   * Opens `path` for reading (and writing unless `readOnly`). Rejects with `NotFoundError`
-   * when it does not exist, `IoError` otherwise.
+   * Opens `path` for reading (and writing unless `readOnly`) and takes QEMU's image locks on it
+   * as qemu-img does for a qcow2 file (`defaultImagePermissions`): read-only holds consistent
+   * read, writable also write and resize, and neither lets others write or resize; `lock`
+   * changes that (`forceShare` as qemu-img -U, `locking: 'off'`, explicit permissions).
+   *
+   * Rejects with `NotFoundError` when it does not exist, `ImageLockedError` (code BUSY, naming
+   * the permission and the holders found) when another open of the image conflicts,
+   * `InvalidArgumentError` for `forceShare` on a writable open, `NotSupportedError` when a
+   * writable open cannot take the locks (no native addon), `IoError` otherwise.
    */
-  static async open(path: string, readOnly: boolean, action = `open qcow2 image ${path}`): Promise<ImageFile> {
+  static async open(path: string, readOnly: boolean, action = `open qcow2 image ${path}`, lock: ImageLockOptions = {}): Promise<ImageFile> {
+    const permissions = requestedPermissions('qcow2', readOnly, lock);
     let handle: FileHandle;
     try {
       handle = await open(path, readOnly ? 'r' : 'r+');
@@ -39,7 +54,8 @@ export class ImageFile {
     try {
       const stats = await handle.stat();
       if (!stats.isFile()) throw new IoError(action, 'it is not a regular file', 'EINVAL');
-      return new ImageFile(path, handle, stats.size, readOnly);
+      const locks = await lockImageFile(handle.fd, path, permissions, { action, ...(lock.locking ? { locking: lock.locking } : {}), writer: !readOnly });
+      return new ImageFile(path, handle, stats.size, readOnly, locks);
     } catch (e) {
       await handle.close().catch(() => {});
       throw fromSystemError(action, e);
@@ -110,8 +126,13 @@ export class ImageFile {
     }
   }
 
-  /** Closes the file. */
+  /** Releases the image locks and closes the file. */
   async close(): Promise<void> {
+    try {
+      this.lock.release();
+    } catch {
+      // Closing the descriptor drops the locks anyway.
+    }
     try {
       await this.#handle.close();
     } catch (e) {

@@ -16,11 +16,12 @@ import {
   type WriteZeroesOptions,
 } from '../../block/block-device.js';
 import { DEFAULT_MAXIMUM_REQUEST } from '../../block/block-size.js';
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { checkRange } from '../../block/range.js';
 import { RequestGate } from '../../block/request-gate.js';
 import { InvalidArgumentError, ReadOnlyError } from '../../errors.js';
 import { HeaderOffset, type Qcow2Geometry, type Qcow2ImageHeader } from '../format/index.js';
-import { fileIdentity, openBackingChain, type BackingFileInfo, type ChainVisit } from './backing.js';
+import { fileIdentity, inheritedLock, openBackingChain, type BackingFileInfo, type ChainVisit } from './backing.js';
 import { guestBlockStatus } from './block-status.js';
 import { type ImageCore } from './core.js';
 import { withImagePath } from './errors.js';
@@ -57,6 +58,11 @@ export interface Qcow2OpenOptions {
    * smaller (as `qemu-img convert -c` does; for backup targets). Default false.
    */
   compress?: boolean;
+  /**
+   * QEMU's image locks on the file (src/block/image-lock.ts; default: as qemu-img locks a qcow2
+   * file). Backing files opened with the image inherit all but explicit `permissions`.
+   */
+  lock?: ImageLockOptions;
 }
 
 /** What `info` shows about an image. */
@@ -165,7 +171,7 @@ export class Qcow2Image implements BlockDevice {
     const readOnly = options.readOnly === true;
     const l2Cache = cacheBytes('l2CacheBytes', options.l2CacheBytes, DEFAULT_L2_CACHE_BYTES);
     const refcountCache = cacheBytes('refcountCacheBytes', options.refcountCacheBytes, DEFAULT_REFCOUNT_CACHE_BYTES);
-    const file = await ImageFile.open(path, readOnly);
+    const file = await ImageFile.open(path, readOnly, undefined, options.lock);
     let owned: BlockDevice | undefined;
     try {
       const meta = await loadMetadata(file, readOnly);
@@ -174,9 +180,9 @@ export class Qcow2Image implements BlockDevice {
       if (backing === undefined && options.backing !== 'none' && meta.image.backingFile !== undefined) {
         const here = [...visited, { identity: await fileIdentity(path, `open qcow2 image ${path}`), path }];
         const opened = await openBackingChain(path, meta.image.backingFile, meta.image.extensions.backingFormat, here, async (p, v) => {
-          const image = await Qcow2Image.#open(p, { readOnly: true, backing: 'follow', l2CacheBytes: l2Cache }, v);
+          const image = await Qcow2Image.#open(p, { readOnly: true, backing: 'follow', l2CacheBytes: l2Cache, lock: inheritedLock(options.lock ?? {}) }, v);
           return { device: image, chain: image.backingChain };
-        });
+        }, options.lock);
         owned = backing = opened.device;
         chain = opened.chain;
       }

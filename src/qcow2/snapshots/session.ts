@@ -9,6 +9,7 @@
  */
 import { constants } from 'node:fs';
 import { access } from 'node:fs/promises';
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { NotFoundError, ReadOnlyError } from '../../errors.js';
 import {
   Qcow2FormatError,
@@ -39,13 +40,13 @@ export interface SnapshotSession {
 }
 
 /**
- * Opens the image at `path` for `action` (read-only when `readOnly`), reads its snapshot table
- * and runs `body` under the image's exclusive lock; closes the image whatever happens. Errors
- * name the image.
+ * Opens the image at `path` for `action` (read-only when `readOnly`; `lock`: QEMU's image locks,
+ * `forceShare` for read-only sessions only), reads its snapshot table and runs `body` under the
+ * image's exclusive lock; closes the image whatever happens. Errors name the image.
  */
-export async function withSnapshotSession<T>(path: string, action: string, readOnly: boolean, body: (s: SnapshotSession) => Promise<T>): Promise<T> {
+export async function withSnapshotSession<T>(path: string, action: string, readOnly: boolean, body: (s: SnapshotSession) => Promise<T>, lock: ImageLockOptions = {}): Promise<T> {
   if (!readOnly) await checkWritable(path, action);
-  const image = await Qcow2Image.open(path, { readOnly, backing: 'none' });
+  const image = await Qcow2Image.open(path, { readOnly, backing: 'none', lock });
   let result: T;
   try {
     const internals = image.internals;

@@ -4,6 +4,7 @@
  * refcount code, in an order that a crash at any point leaves at worst leaked clusters and
  * over-cautious COPIED flags (docs/qcow2-snapshots.md).
  */
+import { type ImageLockOptions } from '../../block/image-lock.js';
 import { BitbackError, InvalidArgumentError, NotSupportedError, type BitbackErrorOptions } from '../../errors.js';
 import { MAX_SNAPSHOTS, encodeL1Table, newSnapshotEntry, snapshotVmStateSize, type L1Entry, type SnapshotEntry } from '../format/index.js';
 import { addReferences, checkRoomForReferences, clustersOf, dropReferences, readL1, refreshCopiedFlags } from './references.js';
@@ -52,10 +53,11 @@ const MAX_NAME_BYTES = 255;
 
 /**
  * Lists the internal snapshots of the qcow2 image at `path`, in table order. Opens it
- * read-only; works on an image in use only as far as the file is consistent on disk.
+ * read-only, locked as qemu-img snapshot -l locks it: an image that another process writes
+ * needs `lock.forceShare` (-U), and is then read only as far as the file is consistent on disk.
  */
-export function listSnapshots(path: string): Promise<Qcow2Snapshot[]> {
-  return withSnapshotSession(path, `list snapshots of ${path}`, true, async (s) => s.entries.map((e) => describe(e, s.size)));
+export function listSnapshots(path: string, options: { lock?: ImageLockOptions } = {}): Promise<Qcow2Snapshot[]> {
+  return withSnapshotSession(path, `list snapshots of ${path}`, true, async (s) => s.entries.map((e) => describe(e, s.size)), options.lock);
 }
 
 /**
