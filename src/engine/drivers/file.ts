@@ -1,7 +1,9 @@
 /**
  * The `file` driver (QEMU's file-posix): a host file as a node. The file is opened at the first
- * request, so that a format node above it (qcow2, which reads its host file itself) does not
- * hold a second descriptor of the same file.
+ * request, so that a format node above it (qcow2, which reads its host file itself and takes
+ * its image locks) does not hold a second descriptor and a second set of locks on the same
+ * file; a `raw` node above opens it at once. The check at `blockdev-add` opens and closes it
+ * with the locks, so an image in use elsewhere is refused there, as QEMU refuses it.
  */
 import { open } from 'node:fs/promises';
 import type { BlockDevice } from '../../block/block-device.js';
