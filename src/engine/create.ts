@@ -11,6 +11,7 @@ import { registerInternalSnapshotCommands } from './commands/internal-snapshots.
 import { registerSnapshotCommands } from './commands/snapshots.js';
 import { registerTransaction } from './commands/transaction.js';
 import { Engine, type EngineOptions } from './engine.js';
+import { registerJobCommands } from './jobs/job-commands.js';
 
 /** Options of {@link createEngine}. */
 export interface CreateEngineOptions extends EngineOptions {
@@ -25,6 +26,7 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
   registerBitmapCommands(engine);
   registerHmpCommand(engine, options.ioLog ?? (() => undefined));
   registerNbdCommands(engine);
+  registerJobCommands(engine, engine.jobs);
   const transactions = registerTransaction(engine);
   registerSnapshotCommands(engine, transactions);
   registerInternalSnapshotCommands(engine, transactions);

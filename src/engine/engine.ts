@@ -14,6 +14,7 @@ import { BUILTIN_DRIVERS } from './drivers/index.js';
 import { BlockNode } from './graph/block-node.js';
 import type { Edge } from './graph/edge.js';
 import { NodeGraph } from './graph/node-graph.js';
+import { JobManager } from './jobs/job-manager.js';
 import { toQmpError } from './qemu-errors.js';
 
 /** Options of {@link Engine}. */
@@ -29,6 +30,8 @@ const MAX_NODE_NAME = 31;
 export class Engine {
   readonly graph = new NodeGraph();
   readonly qmp: QmpServer;
+  /** The jobs (backup, mirror, commit), with QEMU's job model and events. */
+  readonly jobs: JobManager;
   readonly #drivers = new Map<string, BlockDriver>();
   readonly #closers: Array<() => Promise<void>> = [];
   #closed: Promise<void> | undefined;
@@ -36,6 +39,20 @@ export class Engine {
   constructor(options: EngineOptions = {}) {
     this.qmp = new QmpServer(options);
     for (const driver of BUILTIN_DRIVERS) this.addDriver(driver);
+    this.jobs = new JobManager({ emit: (event, data) => this.emit(event, data) });
+    // As in QEMU, a drained section pauses every job and waits until it sends no requests.
+    let paused: Array<{ resume(): void }> = [];
+    this.graph.addDrainParticipant({
+      quiesce: async () => {
+        const jobs = this.jobs.jobs;
+        for (const job of jobs) job.pause();
+        paused = jobs;
+        await Promise.all(jobs.map((job) => job.whenIdle()));
+      },
+      release: () => {
+        for (const job of paused.splice(0)) job.resume();
+      },
+    });
   }
 
   /** Makes a driver available to `blockdev-add`. */
@@ -105,7 +122,8 @@ export class Engine {
     const readOnly = typeof options['read-only'] === 'boolean' ? options['read-only'] : (parent?.readOnly ?? false);
     // Inline children inherit read-only and discard from their parent, as in QEMU.
     const unmap = options.discard === 'unmap' || (options.discard === undefined && (parent?.unmap ?? false));
-    const implicit = ownership.monitorOwned === false || typeof given !== 'string';
+    // Inline children are never owned by the monitor, named or not (QEMU deletes them with their parent).
+    const implicit = ownership.monitorOwned === false || parent !== undefined || typeof given !== 'string';
     const node = new BlockNode({ name, driver: driver.name, readOnly, implicit, options, unmap });
     const context: OpenContext = {
       graph: this.graph,
@@ -150,6 +168,7 @@ export class Engine {
   /** Stops exports and jobs, closes every node (storing persistent bitmaps) and the QMP server. */
   close(): Promise<void> {
     this.#closed ??= (async () => {
+      await this.jobs.cancelAll().catch(() => undefined);
       for (const close of this.#closers.splice(0).reverse()) await close().catch(() => undefined);
       await this.qmp.close();
       await this.graph.close();

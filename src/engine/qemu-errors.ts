@@ -21,11 +21,17 @@ const STRERROR: Record<string, string> = {
   ELOOP: 'Too many levels of symbolic links',
   ENAMETOOLONG: 'File name too long',
   EMFILE: 'Too many open files',
+  ENOTSUP: 'Operation not supported',
+  ETIMEDOUT: 'Connection timed out',
 };
 
 /** `strerror(errno)` for an errno name (`ENOENT`), or the name itself when unknown. */
 export function strerror(errno: string): string {
-  return STRERROR[errno] ?? errno;
+  const known = STRERROR[errno];
+  if (known !== undefined) return known;
+  // Errno numbers the system does not name travel as `E<n>`; glibc prints them so.
+  const number = /^E(\d+)$/.exec(errno);
+  return number !== null ? `Unknown error ${number[1]}` : errno;
 }
 
 /** The errno name of a Node.js system error, or EIO. */

@@ -11,6 +11,8 @@ import { parseIoCommand } from '../../block/io/commands.js';
 import { runIoCommand, type IoOutput } from '../../block/io/run.js';
 import { BitbackError } from '../../errors.js';
 import type { Engine } from '../engine.js';
+import type { BlockNode } from '../graph/block-node.js';
+import { ALL_PERMISSIONS, BlockPermission, PermissionConflictError } from '../graph/permissions.js';
 import { strerror } from '../qemu-errors.js';
 
 /** Splits an HMP argument line the way QEMU's monitor reads `s` arguments: words or "quoted strings" with C escapes. */
@@ -62,30 +64,49 @@ export function registerHmpCommand(engine: Engine, ioLog: IoOutput): void {
       if (byDevice) return `Error: Device '${nodeName}' not found\r\n`;
       const node = engine.graph.get(nodeName);
       if (node === undefined) return `Error: Cannot find device='' nor node-name='${nodeName}'\r\n`;
-      // qemu-io asks for write permission before a writing command; QEMU reports the refusal in the reply.
-      if (node.readOnly && /^\s*(write|discard|trim|aio_write|writev|zone)/.test(commandLine)) return 'Block node is read-only\r\n';
-      await runQemuIo(engine, nodeName, commandLine, ioLog);
-      return '';
+      return runQemuIo(engine, node, commandLine, ioLog);
     },
     { 'command-line': 'str', '*cpu-index': 'int' },
   );
 }
 
-/** Runs one qemu-io command line through a temporary backend on node `nodeName`. */
-async function runQemuIo(engine: Engine, nodeName: string, commandLine: string, out: IoOutput): Promise<void> {
-  let command;
+/**
+ * Runs one qemu-io command line through a temporary backend on `node`, as QEMU does: the
+ * backend attaches holding nothing (a permission conflict there is the reply, with "Error: "),
+ * then a writing command takes the write permission (a refusal is the reply as it is: a
+ * conflict with another user, or "Block node is read-only"). Returns the reply.
+ */
+async function runQemuIo(engine: Engine, node: BlockNode, commandLine: string, out: IoOutput): Promise<string> {
+  let backend;
   try {
-    command = parseIoCommand(commandLine);
+    backend = engine.graph.attachBackend(`qemu-io ${node.name}`, node);
   } catch (e) {
-    out(e instanceof BitbackError ? e.reason : String(e));
-    return;
+    if (e instanceof PermissionConflictError) return `Error: ${e.reason}\r\n`;
+    throw e;
   }
-  const backend = engine.graph.attachBackend(`qemu-io ${nodeName}`, engine.graph.require(nodeName));
   try {
-    await runIoCommand(backend, command, out);
-  } catch (e) {
-    const errno = (e as { errno?: unknown }).errno;
-    out(e instanceof BitbackError && e.code === 'VERIFY_FAILED' ? e.reason : `${command.kind} failed: ${typeof errno === 'string' ? strerror(errno) : e instanceof Error ? e.message : String(e)}`);
+    let command;
+    try {
+      command = parseIoCommand(commandLine);
+    } catch (e) {
+      out(e instanceof BitbackError ? e.reason : String(e));
+      return '';
+    }
+    if (command.kind === 'write' || command.kind === 'discard') {
+      try {
+        backend.setPermissions({ perm: BlockPermission.WRITE, shared: ALL_PERMISSIONS });
+      } catch (e) {
+        if (e instanceof PermissionConflictError) return `${e.reason}\r\n`;
+        throw e;
+      }
+    }
+    try {
+      await runIoCommand(backend, command, out);
+    } catch (e) {
+      const errno = (e as { errno?: unknown }).errno;
+      out(e instanceof BitbackError && e.code === 'VERIFY_FAILED' ? e.reason : `${command.kind} failed: ${typeof errno === 'string' ? strerror(errno) : e instanceof Error ? e.message : String(e)}`);
+    }
+    return '';
   } finally {
     await engine.graph.detachBackend(backend);
   }

@@ -17,6 +17,7 @@ import { qmpAlternate, qmpArray, qmpEnum, qmpStruct, qmpUnion } from '../../qmp/
 import type { Engine } from '../engine.js';
 import type { BlockBackend } from '../graph/backend.js';
 import type { BlockNode } from '../graph/block-node.js';
+import { BlockPermission } from '../graph/permissions.js';
 import { checkBitmap, lookupBitmap } from './bitmaps.js';
 
 /** One export. */
@@ -130,27 +131,31 @@ export function registerNbdCommands(engine: Engine): void {
     'block-export-add',
     async (args) => {
       if (args.type !== 'nbd') fail(`bitback's engine exports over NBD only, not ${args.type}`);
-      if (server === undefined) fail('NBD server not running');
       if (exports.has(args.id)) fail(`Block export id '${args.id}' is already in use`);
       const node = engine.graph.get(args['node-name']);
       if (node === undefined) fail(`Cannot find device='' nor node-name='${args['node-name']}'`);
       const writable = args.writable ?? false;
       if (writable && node.readOnly) fail(`Cannot export read-only node as writable`);
-      const name = args.name ?? args['node-name'];
-      if ([...exports.values()].some((e) => e.name === name)) fail(`NBD server already has export named '${name}'`);
-      if (Buffer.byteLength(name) > 4096) fail(`export name '${name.slice(0, 64)}...' too long`);
+      // As QEMU's blk_exp_add: the export's backend takes its permissions (a conflict with another
+      // user of the node is the error) before the NBD server's own checks.
+      const { CONSISTENT_READ, WRITE } = BlockPermission;
+      const backend = engine.graph.attachBackend(`export '${args.id}'`, node, { perm: CONSISTENT_READ | (writable ? WRITE : 0) });
+      let name: string;
       const bitmaps: DirtyBitmap[] = [];
-      for (const ref of args.bitmaps ?? []) {
-        const found = typeof ref === 'string' ? findBitmapBelow(node, ref) : lookupBitmap(engine, ref.node, ref.name);
-        if (found === undefined) fail(`Bitmap '${ref as string}' is not found`);
-        checkBitmap(found.node, found.bitmap, true);
-        const bitmapName = found.bitmap.name ?? '';
-        if (!writable && found.bitmap.enabled) fail(`Enabled bitmap '${bitmapName}' incompatible with readonly export`);
-        if (bitmaps.includes(found.bitmap)) fail(`Bitmap '${bitmapName}' is currently in use by another operation and cannot be used`);
-        bitmaps.push(found.bitmap);
-      }
-      const backend = engine.graph.attachBackend(`export '${args.id}'`, node);
       try {
+        if (server === undefined) fail('NBD server not running');
+        name = args.name ?? args['node-name'];
+        if ([...exports.values()].some((e) => e.name === name)) fail(`NBD server already has export named '${name}'`);
+        if (Buffer.byteLength(name) > 4096) fail(`export name '${name.slice(0, 64)}...' too long`);
+        for (const ref of args.bitmaps ?? []) {
+          const found = typeof ref === 'string' ? findBitmapBelow(node, ref) : lookupBitmap(engine, ref.node, ref.name);
+          if (found === undefined) fail(`Bitmap '${ref as string}' is not found`);
+          checkBitmap(found.node, found.bitmap, true);
+          const bitmapName = found.bitmap.name ?? '';
+          if (!writable && found.bitmap.enabled) fail(`Enabled bitmap '${bitmapName}' incompatible with readonly export`);
+          if (bitmaps.includes(found.bitmap)) fail(`Bitmap '${bitmapName}' is currently in use by another operation and cannot be used`);
+          bitmaps.push(found.bitmap);
+        }
         server.addExport({
           name,
           ...(args.description !== undefined ? { description: args.description } : {}),

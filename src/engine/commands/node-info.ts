@@ -9,7 +9,8 @@ import type { BlockNode } from '../graph/block-node.js';
 /** A bitmap as QEMU's `BlockDirtyInfo` describes it. */
 export function bitmapInfo(bitmap: DirtyBitmap): JsonObject {
   return {
-    name: bitmap.name ?? '',
+    // QEMU omits the name of an anonymous bitmap (block-copy's, copy-before-write's).
+    ...(bitmap.name !== undefined ? { name: bitmap.name } : {}),
     // While a job holds the bitmap, its successor records (block/dirty-bitmap.c).
     recording: bitmap.enabled || (bitmap.successor?.enabled ?? false),
     persistent: bitmap.persistent,
@@ -28,7 +29,7 @@ function backingDepth(node: BlockNode): number {
 
 /** `BlockDeviceInfo` of a node. */
 export function nodeInfo(node: BlockNode): JsonObject {
-  const bitmaps = node.bitmaps.bitmaps;
+  const bitmaps = node.listedBitmaps();
   const extra = node.describe();
   const image: JsonObject = {
     'virtual-size': node.size,
@@ -55,7 +56,7 @@ export function nodeInfo(node: BlockNode): JsonObject {
     iops_wr: 0,
     image,
     // Newest first: QEMU puts each new bitmap at the head of the node's list.
-    ...(bitmaps.length > 0 ? { 'dirty-bitmaps': [...bitmaps].reverse().map(bitmapInfo) } : {}),
+    ...(bitmaps.length > 0 ? { 'dirty-bitmaps': bitmaps.map(bitmapInfo) } : {}),
     cache: { writeback: true, direct: false, 'no-flush': false },
     write_threshold: 0,
   };

@@ -14,6 +14,7 @@ import { Qcow2Bitmaps } from '../../qcow2/bitmaps/index.js';
 import { Qcow2Image } from '../../qcow2/image/index.js';
 import type { DriverInstance } from '../graph/block-node.js';
 import { Qcow2NodeBitmaps } from '../graph/node-bitmaps.js';
+import { storageRule } from '../graph/permissions.js';
 import { BackingSlot } from './backing-slot.js';
 import { childRef, requiredChild, type BlockDriver } from './driver.js';
 
@@ -31,6 +32,8 @@ export const qcow2Driver: BlockDriver = {
   name: 'qcow2',
   async open(options, context) {
     const file = await context.child('file', requiredChild(options, 'file'));
+    // A format node unshares writes on its host file, as QEMU's qcow2 does.
+    file.setRule(storageRule);
     if (file.node.driver !== 'file') {
       throw new NotSupportedError(
         `open qcow2 node '${context.node.name}'`,

@@ -1,5 +1,6 @@
 /** The `raw` format driver: its `file` child as it is, or a window of it (`offset`, `size`). */
 import { SliceFilter } from '../../block/filters/slice-filter.js';
+import { FormatDebugEvents } from './blkdebug-events.js';
 import { requiredChild, type BlockDriver } from './driver.js';
 
 export const rawDriver: BlockDriver = {
@@ -10,7 +11,9 @@ export const rawDriver: BlockDriver = {
     await file.read(0, 0);
     const offset = typeof options.offset === 'number' ? options.offset : 0;
     const size = typeof options.size === 'number' ? options.size : file.size - offset;
-    const device = offset === 0 && size === file.size ? file : new SliceFilter(file, offset, size, { closeInner: false });
+    // A format node fires blkdebug's read_aio/write_aio/flush events on its file child, as QEMU's raw does.
+    const events = new FormatDebugEvents(file, () => context.node.readOnly);
+    const device = offset === 0 && size === file.size ? events : new SliceFilter(events, offset, size, { closeInner: false });
     return { device, filename: file.node.filename };
   },
 };

@@ -8,6 +8,17 @@ import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints,
 import { ClosedError } from '../../errors.js';
 import type { BlockNode } from './block-node.js';
 import type { Edge, EdgeParent } from './edge.js';
+import { ALL_PERMISSIONS, changeChecked, type ImagePermissions } from './permissions.js';
+
+/** The block permissions a backend holds and shares (`BlockPermission` bits), and its name in messages. */
+export interface BackendPermissions {
+  /** Held; default none. */
+  perm?: number;
+  /** Shared with other users; default all. */
+  shared?: number;
+  /** Default "an unnamed block device" (exports, qemu-io); a job is "backup job 'ID'". */
+  description?: string;
+}
 
 /** What a backend needs of the graph: the drain gate. */
 export interface DrainGate {
@@ -22,16 +33,51 @@ export class BlockBackend implements BlockDevice, EdgeParent {
   /** What uses the node, for messages: "export 'vda'", "job 'backup0'". */
   readonly parentName: string;
   readonly isNode = false;
+  /**
+   * Requests go on in drained sections (a job's backend, as QEMU's
+   * `blk_set_disable_request_queuing`): the drain pauses the job itself instead.
+   */
+  ignoresDrain = false;
+  /** How QEMU's permission messages name this user ("an unnamed block device", "backup job 'j'"). */
+  readonly userDescription: string;
   readonly root: Edge;
   readonly #gate: DrainGate;
   #inFlight = 0;
   #detached = false;
   #wakeIdle: (() => void) | undefined;
 
-  constructor(parentName: string, node: BlockNode, gate: DrainGate) {
+  /**
+   * Attaches to `node` holding `permissions` (default: none held, all shared).
+   * @throws PermissionConflictError (permissions.ts) with QEMU's text when another user of the
+   *   node does not share what the backend holds; nothing is attached then
+   */
+  constructor(parentName: string, node: BlockNode, gate: DrainGate, permissions: BackendPermissions = {}) {
     this.parentName = parentName;
+    this.userDescription = permissions.description ?? 'an unnamed block device';
     this.#gate = gate;
-    this.root = node.attachParent(this, 'root');
+    let root: Edge | undefined;
+    changeChecked(
+      () => {
+        root = node.attachParent(this, 'root');
+        root.setPermissions({ perm: permissions.perm ?? 0, shared: permissions.shared ?? ALL_PERMISSIONS });
+      },
+      () => node.parents.delete(root!),
+      () => [node],
+    );
+    this.root = root!;
+  }
+
+  /**
+   * Holds and shares other permissions from now on (as qemu-io takes `write` before a writing
+   * command). @throws PermissionConflictError with QEMU's text, keeping the old ones
+   */
+  setPermissions(permissions: ImagePermissions): void {
+    const old = { perm: this.root.perm, shared: this.root.shared };
+    changeChecked(
+      () => this.root.setPermissions(permissions),
+      () => this.root.setPermissions(old),
+      () => [this.root.node],
+    );
   }
 
   /** The node the backend uses now. */
@@ -90,7 +136,7 @@ export class BlockBackend implements BlockDevice, EdgeParent {
 
   async #run<T>(verb: string, request: () => Promise<T>): Promise<T> {
     if (this.#detached) throw new ClosedError(`${verb} through ${this.parentName}`);
-    const held = this.#gate.whenUndrained();
+    const held = this.ignoresDrain ? undefined : this.#gate.whenUndrained();
     if (held !== undefined) await held;
     if (this.#detached) throw new ClosedError(`${verb} through ${this.parentName}`);
     this.#inFlight++;

@@ -7,6 +7,7 @@
  * the node's enabled bitmaps when they finish (also when they fail part-way), as QEMU's
  * `bdrv_co_write_req_finish` does.
  */
+import type { DirtyBitmap } from '../../bitmap/index.js';
 import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints, WriteOptions, WriteZeroesOptions } from '../../block/block-device.js';
 import { DirtyTrackingFilter } from '../../block/filters/dirty-tracking-filter.js';
 import { checkRange } from '../../block/range.js';
@@ -14,6 +15,7 @@ import { NotSupportedError, ReadOnlyError } from '../../errors.js';
 import type { JsonObject } from '../../qmp/protocol/messages.js';
 import { Edge, type EdgeParent } from './edge.js';
 import { MemoryNodeBitmaps, type NodeBitmaps } from './node-bitmaps.js';
+import { changeChecked, refreshQuietly } from './permissions.js';
 
 /** What a driver hands its node once it has opened. */
 export interface DriverInstance {
@@ -72,6 +74,9 @@ export class BlockNode implements BlockDevice, EdgeParent {
   #io: BlockDevice | undefined;
   #memoryBitmaps: MemoryNodeBitmaps | undefined;
   #bitmaps: NodeBitmaps | undefined;
+  readonly #anonymous = new Set<DirtyBitmap>();
+  /** Named and anonymous bitmaps, oldest first, for {@link listedBitmaps}. */
+  #listOrder: DirtyBitmap[] = [];
 
   constructor(init: BlockNodeInit) {
     this.name = init.name;
@@ -99,11 +104,25 @@ export class BlockNode implements BlockDevice, EdgeParent {
     return this.name;
   }
 
-  /** Makes `child` a child of this node in `role`; returns the edge, which the driver builds on. */
+  /**
+   * Makes `child` a child of this node in `role`; returns the edge, which the driver builds on.
+   * @throws PermissionConflictError (permissions.ts) when the edge's permissions conflict with
+   *   another user of `child`; nothing is attached then
+   */
   attachChild(role: string, child: BlockNode): Edge {
-    const edge = child.attachParent(this, role);
-    this.children.push(edge);
-    return edge;
+    let edge: Edge | undefined;
+    changeChecked(
+      () => {
+        edge = child.attachParent(this, role);
+        this.children.push(edge);
+      },
+      () => {
+        child.parents.delete(edge!);
+        this.children.splice(this.children.indexOf(edge!), 1);
+      },
+      () => [this],
+    );
+    return edge!;
   }
 
   /** The child edge in `role`, if any. */
@@ -118,9 +137,10 @@ export class BlockNode implements BlockDevice, EdgeParent {
     return edge;
   }
 
-  /** Forgets a parent edge of this node. */
+  /** Forgets a parent edge of this node (and the permissions it held). */
   detachParent(edge: Edge): void {
     this.parents.delete(edge);
+    refreshQuietly([this]);
   }
 
   /**
@@ -158,6 +178,37 @@ export class BlockNode implements BlockDevice, EdgeParent {
       this.#bitmaps = this.#memoryBitmaps;
       this.#io = new DirtyTrackingFilter(instance.device, [this.#memoryBitmaps], { closeInner: true });
     }
+  }
+
+  /**
+   * Lists an anonymous bitmap on this node, as QEMU lists the bitmaps that block-copy and the
+   * copy-before-write filter create on their nodes: in query replies only (never found by name;
+   * whoever made it sets its bits). Remove it with {@link removeAnonymousBitmap}.
+   */
+  addAnonymousBitmap(bitmap: DirtyBitmap): void {
+    this.#syncListOrder();
+    this.#anonymous.add(bitmap);
+    this.#listOrder.push(bitmap);
+  }
+
+  /** Stops listing an anonymous bitmap. */
+  removeAnonymousBitmap(bitmap: DirtyBitmap): void {
+    this.#anonymous.delete(bitmap);
+    this.#listOrder = this.#listOrder.filter((b) => b !== bitmap);
+  }
+
+  /** Every bitmap of the node, named and anonymous, newest first (QEMU's order in query replies). */
+  listedBitmaps(): DirtyBitmap[] {
+    this.#syncListOrder();
+    return [...this.#listOrder].reverse();
+  }
+
+  /** Appends named bitmaps made since the last call to the creation order; drops removed ones. */
+  #syncListOrder(): void {
+    const named = this.#bitmaps?.bitmaps ?? [];
+    const listed = new Set(this.#listOrder);
+    for (const b of named) if (!listed.has(b)) this.#listOrder.push(b);
+    this.#listOrder = this.#listOrder.filter((b) => this.#anonymous.has(b) || named.includes(b));
   }
 
   /** The node's bitmaps. */

@@ -7,9 +7,13 @@
  * filter inserted above a node "under every parent", an overlay taking a node's place) changes
  * where all later requests go without the parent noticing. `close` of an edge does nothing: an
  * edge owns no node.
+ *
+ * An edge also carries the block permissions its parent holds on the node and lets others hold
+ * (permissions.ts).
  */
 import type { BlockCapabilities, BlockDevice, BlockExtent, BlockSizeConstraints, WriteOptions, WriteZeroesOptions } from '../../block/block-device.js';
 import type { BlockNode } from './block-node.js';
+import { ALL_PERMISSIONS, changeChecked, type ImagePermissions, type PermissionRule } from './permissions.js';
 
 /** Who uses a node through an edge. */
 export interface EdgeParent {
@@ -17,6 +21,8 @@ export interface EdgeParent {
   readonly parentName: string;
   /** The parent is a node (a backend otherwise). */
   readonly isNode: boolean;
+  /** How QEMU's permission messages name a backend ("an unnamed block device"); nodes are "node 'NAME'". */
+  readonly userDescription?: string;
 }
 
 /** One use of a node by a parent. */
@@ -24,6 +30,9 @@ export class Edge implements BlockDevice {
   readonly parent: EdgeParent;
   readonly role: string;
   #node: BlockNode;
+  #perm = 0;
+  #shared = ALL_PERMISSIONS;
+  #rule: PermissionRule | undefined;
 
   /** Use {@link BlockNode.attachParent} to make edges: it keeps the child's parent set right. */
   constructor(parent: EdgeParent, role: string, node: BlockNode) {
@@ -40,6 +49,41 @@ export class Edge implements BlockDevice {
   /** Re-points the edge (the graph does this, keeping both nodes' parent sets right). */
   retarget(node: BlockNode): void {
     this.#node = node;
+  }
+
+  /** The block permissions (`BlockPermission` bits) the parent holds on the node. */
+  get perm(): number {
+    return this.#perm;
+  }
+
+  /** The permissions the parent lets other users of the node hold. */
+  get shared(): number {
+    return this.#shared;
+  }
+
+  /** The driver's rule for this edge's permissions; undefined: the default of its role. */
+  get rule(): PermissionRule | undefined {
+    return this.#rule;
+  }
+
+  /** Sets the permissions; only the permission refresh and backends call this. */
+  setPermissions(p: ImagePermissions): void {
+    this.#perm = p.perm;
+    this.#shared = p.shared;
+  }
+
+  /**
+   * Gives the edge its driver's permission rule (a driver calls this while it opens, once it has
+   * its child) and applies it to the nodes below.
+   * @throws PermissionConflictError with QEMU's text, leaving the rule as it was
+   */
+  setRule(rule: PermissionRule): void {
+    const old = this.#rule;
+    changeChecked(
+      () => (this.#rule = rule),
+      () => (this.#rule = old),
+      () => [this.parent.isNode ? (this.parent as BlockNode) : this.#node],
+    );
   }
 
   get size(): number {

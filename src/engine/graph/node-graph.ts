@@ -5,8 +5,30 @@
  * is in flight anywhere.
  */
 import { InvalidArgumentError, NotFoundError } from '../../errors.js';
-import { BlockBackend, type DrainGate } from './backend.js';
+import { BlockBackend, type BackendPermissions, type DrainGate } from './backend.js';
 import type { BlockNode } from './block-node.js';
+import type { Edge } from './edge.js';
+import { changeChecked } from './permissions.js';
+
+/** Every child edge at and below `node`. */
+function edgesBelow(node: BlockNode): Set<Edge> {
+  const edges = new Set<Edge>();
+  const visit = (n: BlockNode): void => {
+    for (const edge of n.children) {
+      if (edges.has(edge)) continue;
+      edges.add(edge);
+      visit(edge.node);
+    }
+  };
+  visit(node);
+  return edges;
+}
+
+/** See {@link NodeGraph.addDrainParticipant}. */
+export interface DrainParticipant {
+  quiesce(): Promise<void>;
+  release(): void;
+}
 
 /** The graph; see the module comment. */
 export class NodeGraph implements DrainGate {
@@ -14,6 +36,7 @@ export class NodeGraph implements DrainGate {
   readonly #backends = new Set<BlockBackend>();
   #implicitCounter = 0;
   #drainDepth = 0;
+  readonly #participants = new Set<DrainParticipant>();
   #undrained: Promise<void> | undefined;
   #endDrain: (() => void) | undefined;
   #idleWaiters: Array<() => void> = [];
@@ -74,9 +97,13 @@ export class NodeGraph implements DrainGate {
     return this.nodes.filter((n) => ![...n.parents].some((e) => e.parent.isNode));
   }
 
-  /** Starts using `node` from outside the graph (an export, a job, a command). */
-  attachBackend(parentName: string, node: BlockNode): BlockBackend {
-    const backend = new BlockBackend(parentName, node, this);
+  /**
+   * Starts using `node` from outside the graph (an export, a job, a command), holding
+   * `permissions` (default: none held, all shared; see permissions.ts).
+   * @throws PermissionConflictError with QEMU's text when another user of the node forbids them
+   */
+  attachBackend(parentName: string, node: BlockNode, permissions?: BackendPermissions): BlockBackend {
+    const backend = new BlockBackend(parentName, node, this, permissions);
     this.#backends.add(backend);
     return backend;
   }
@@ -93,17 +120,28 @@ export class NodeGraph implements DrainGate {
   }
 
   /**
-   * Points every parent edge of `from` at `to` instead, except the edges whose parent is `to`
-   * itself (a filter's own child edge to `from`) and those `keep` accepts. This is how a filter
-   * goes above a node under all its parents, and how an overlay takes a node's place.
+   * Points every parent edge of `from` at `to` instead, except the edges in `to`'s own subtree
+   * (a filter's own child edge to `from`, a fleecing image's backing edge below the filter:
+   * re-pointing those would make a loop; block.c `should_update_child`) and those `keep`
+   * accepts. This is how a filter goes above a node under all its parents, and how an overlay
+   * takes a node's place.
+   * @throws PermissionConflictError when the users moved to `to` conflict there; nothing moves then
    */
   replace(from: BlockNode, to: BlockNode, keep: (parentName: string) => boolean = () => false): void {
-    for (const edge of [...from.parents]) {
-      if (edge.parent === to || keep(edge.parent.parentName)) continue;
-      from.detachParent(edge);
-      edge.retarget(to);
-      to.parents.add(edge);
-    }
+    const below = edgesBelow(to);
+    const moved = [...from.parents].filter((edge) => !below.has(edge) && !keep(edge.parent.parentName));
+    const move = (edges: Edge[], a: BlockNode, b: BlockNode): void => {
+      for (const edge of edges) {
+        a.parents.delete(edge);
+        edge.retarget(b);
+        b.parents.add(edge);
+      }
+    };
+    changeChecked(
+      () => move(moved, from, to),
+      () => move(moved, to, from),
+      () => [from, to],
+    );
   }
 
   /**
@@ -111,16 +149,34 @@ export class NodeGraph implements DrainGate {
    * returns (QEMU's drained section). Sections nest.
    */
   async drained<T>(body: () => Promise<T> | T): Promise<T> {
-    if (this.#drainDepth++ === 0) this.#undrained = new Promise<void>((resolve) => (this.#endDrain = resolve));
+    const outermost = this.#drainDepth++ === 0;
+    if (outermost) this.#undrained = new Promise<void>((resolve) => (this.#endDrain = resolve));
+    const quiesced: DrainParticipant[] = [];
     try {
+      if (outermost) {
+        for (const p of this.#participants) {
+          quiesced.push(p);
+          await p.quiesce();
+        }
+      }
       while ([...this.#backends].some((b) => b.inFlight > 0)) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
       return await body();
     } finally {
+      for (const p of quiesced) p.release();
       if (--this.#drainDepth === 0) {
         this.#undrained = undefined;
         this.#endDrain?.();
       }
     }
+  }
+
+  /**
+   * Adds something that must stop sending requests during drained sections (the engine's jobs:
+   * QEMU pauses every job in a drain). `quiesce` is awaited at the start of each outermost
+   * section, after new backend requests are held; `release` runs at its end.
+   */
+  addDrainParticipant(participant: DrainParticipant): void {
+    this.#participants.add(participant);
   }
 
   whenUndrained(): Promise<void> | undefined {
