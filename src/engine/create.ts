@@ -3,6 +3,7 @@
  * and tests drive in-process.
  */
 import type { IoOutput } from '../block/io/run.js';
+import { registerBackupCommands } from './commands/backup.js';
 import { registerBitmapCommands } from './commands/bitmaps.js';
 import { registerBlockdevCommands } from './commands/blockdev.js';
 import { registerHmpCommand } from './commands/hmp.js';
@@ -30,5 +31,6 @@ export function createEngine(options: CreateEngineOptions = {}): Engine {
   const transactions = registerTransaction(engine);
   registerSnapshotCommands(engine, transactions);
   registerInternalSnapshotCommands(engine, transactions);
+  registerBackupCommands(engine, transactions);
   return engine;
 }

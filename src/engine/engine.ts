@@ -15,6 +15,7 @@ import { BlockNode } from './graph/block-node.js';
 import type { Edge } from './graph/edge.js';
 import { NodeGraph } from './graph/node-graph.js';
 import { JobManager } from './jobs/job-manager.js';
+import type { Job } from './jobs/job.js';
 import { toQmpError } from './qemu-errors.js';
 
 /** Options of {@link Engine}. */
@@ -34,6 +35,7 @@ export class Engine {
   readonly jobs: JobManager;
   readonly #drivers = new Map<string, BlockDriver>();
   readonly #closers: Array<() => Promise<void>> = [];
+  readonly #pausedByDrain: Job[] = [];
   #closed: Promise<void> | undefined;
 
   constructor(options: EngineOptions = {}) {
@@ -41,16 +43,15 @@ export class Engine {
     for (const driver of BUILTIN_DRIVERS) this.addDriver(driver);
     this.jobs = new JobManager({ emit: (event, data) => this.emit(event, data) });
     // As in QEMU, a drained section pauses every job and waits until it sends no requests.
-    let paused: Array<{ resume(): void }> = [];
     this.graph.addDrainParticipant({
       quiesce: async () => {
         const jobs = this.jobs.jobs;
         for (const job of jobs) job.pause();
-        paused = jobs;
+        this.#pausedByDrain.push(...jobs);
         await Promise.all(jobs.map((job) => job.whenIdle()));
       },
       release: () => {
-        for (const job of paused.splice(0)) job.resume();
+        for (const job of this.#pausedByDrain.splice(0)) job.resume();
       },
     });
   }
@@ -86,6 +87,17 @@ export class Engine {
   /** Emits a QMP event to every monitor (with QEMU's timestamp). */
   emit(event: string, data?: JsonObject): void {
     this.qmp.emit(event, data);
+  }
+
+  /**
+   * Starts a job created inside a drained section: as in QEMU, it pauses at once and runs when
+   * the section ends (its events: created, running, paused, running).
+   */
+  async startInDrain(job: Job): Promise<void> {
+    this.jobs.start(job);
+    job.pause();
+    this.#pausedByDrain.push(job);
+    await job.whenIdle();
   }
 
   /** Runs `close` when the engine closes (exports, servers, jobs), before the nodes close. */

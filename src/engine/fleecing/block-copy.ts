@@ -302,14 +302,37 @@ export class BlockCopyState {
     const bytes = Math.min(task.offset + task.length, this.length) - task.offset;
     let ok = false;
     try {
-      if (zero) await this.target.writeZeroes(task.offset, bytes);
-      else await this.target.write(task.offset, await this.source.read(task.offset, bytes));
+      if (zero) await sided('write', this.target.writeZeroes(task.offset, bytes));
+      else {
+        const data = await sided('read', this.source.read(task.offset, bytes));
+        await sided('write', this.target.write(task.offset, data));
+      }
       ok = true;
     } finally {
       this.#end(task, ok);
     }
     this.progress?.copied(task.length);
   }
+}
+
+const failedSides = new WeakMap<object, 'read' | 'write'>();
+
+/** Remembers which side of a copy `promise` is, should it fail. */
+async function sided<T>(side: 'read' | 'write', promise: Promise<T>): Promise<T> {
+  try {
+    return await promise;
+  } catch (e) {
+    if (e !== null && typeof e === 'object' && !failedSides.has(e)) failedSides.set(e, side);
+    throw e;
+  }
+}
+
+/**
+ * Whether an error thrown by {@link BlockCopyState.copy} came from reading the source or from
+ * writing the target (a job's `on-source-error` / `on-target-error`); undefined for others.
+ */
+export function copyFailureSide(e: unknown): 'read' | 'write' | undefined {
+  return e !== null && typeof e === 'object' ? failedSides.get(e) : undefined;
 }
 
 /** Whether an extent is allocated in the top layer of its device (QEMU's `bdrv_is_allocated`). */

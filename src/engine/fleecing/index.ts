@@ -4,7 +4,7 @@
  * `copy-before-write` and `snapshot-access` are in ../drivers/.
  */
 export { appendCopyBeforeWrite, copyBeforeWriteOf, dropCopyBeforeWrite, type AppendedFilter } from './append.js';
-export { BlockCopyState, copyClusterSize, DEFAULT_COPY_CLUSTER_SIZE, type BlockCopyInit, type BlockCopyProgress, type CopyCallOptions } from './block-copy.js';
+export { BlockCopyState, copyClusterSize, copyFailureSide, DEFAULT_COPY_CLUSTER_SIZE, type BlockCopyInit, type BlockCopyProgress, type CopyCallOptions } from './block-copy.js';
 export { CopyBeforeWriteFilter, type CopyBeforeWriteInit, type OnCbwError, type SetTimer } from './copy-before-write-filter.js';
 export { RequestList, type RangeRequest } from './request-list.js';
 export { snapshotProviderOf, type SnapshotProvider } from './snapshot-provider.js';
