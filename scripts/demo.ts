@@ -1,17 +1,18 @@
 /**
  * `make demo`: an end-to-end walk-through of what bitback has today, with no QEMU.
  *
- * A disk image receives a realistic workload through a dirty-tracking filter. A full backup, then
- * incrementals that copy only what the dirty bitmap marks: each backup freezes the bitmap with a
- * successor (writes during the copy land in the successor), abdicates on success and reclaims on
- * failure. One incremental hits a failing target half-way (fault injection: ENOSPC) and its retry
- * still contains every change. Every backup point is restored from its chain and compared with the
- * workload's own record of the disk at that point (a SHA-256 of the model), and `bitback io`
- * verifies a pattern in the restored disk. The data moves as in the real backup path: the disk
- * and its frozen bitmap are served over NBD (bitback's server, on a Unix socket) and each backup is
- * read by bitback's NBD client, which learns what to copy from the `qemu:dirty-bitmap:NAME` (or,
- * for the full backup, `base:allocation`) meta context. The engine replaces the in-process server
- * as it lands.
+ * bitback's engine runs in-process and is driven over QMP exactly as QEMU would be. A "guest"
+ * writes a realistic workload to a qcow2 disk through a writable NBD export of the engine. Each
+ * backup is taken the way bitback takes backups from a running VM: one `transaction` freezes the
+ * previous checkpoint bitmap, starts the next one (persistent, in the image) and starts fleecing
+ * (a `sync: none` backup job into a scratch image backed by the disk, whose copy-before-write
+ * filter keeps the point in time); the scratch image is exported with the frozen bitmap, and
+ * bitback's NBD client copies what `base:allocation` (full) or `qemu:dirty-bitmap:NAME`
+ * (incremental) marks, while the guest goes on writing. One incremental hits a full repository
+ * half-way (fault injection: ENOSPC); the checkpoint is rolled back with another transaction and
+ * the retry still contains every change. Every backup point is restored from its chain and
+ * compared with the workload's own record of the disk at that point (a SHA-256 of the model), and
+ * `bitback io` verifies a pattern in the restored disk.
  */
 import { createHash } from 'node:crypto';
 import { mkdtemp, rm, stat, readFile } from 'node:fs/promises';
@@ -19,11 +20,8 @@ import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { DirtyBitmap } from '../src/bitmap/index.js';
 import { ExtentFlags, type BlockDevice } from '../src/block/block-device.js';
-import { DirtyTrackingFilter } from '../src/block/filters/dirty-tracking-filter.js';
 import { FaultInjectionFilter } from '../src/block/filters/fault-injection-filter.js';
-import { RawFileDevice, createRawFile } from '../src/block/raw-file-device.js';
 import { formatSize } from '../src/block/io/size.js';
 import { isZero } from '../src/block/is-zero.js';
 import { createQcow2 } from '../src/qcow2/create.js';
@@ -31,7 +29,8 @@ import { convertImage } from '../src/qcow2/convert.js';
 import { Qcow2Image } from '../src/qcow2/image/index.js';
 import { checkQcow2 } from '../src/qcow2/check/index.js';
 import { NbdClient } from '../src/nbd/client/index.js';
-import { NbdServer } from '../src/nbd/server/index.js';
+import { createEngine } from '../src/engine/index.js';
+import { connectInProcess, type QmpClient } from '../src/qmp/index.js';
 
 const MiB = 1024 * 1024;
 const DISK_SIZE = 64 * MiB;
@@ -137,6 +136,17 @@ interface StoredBackup {
   seconds: number;
   /** SHA-256 of the model when the backup was taken: what a restore must give. */
   expected: string;
+  /** Bytes the guest wrote while this backup copied. */
+  writtenMeanwhile: number;
+}
+
+/** Ends fleecing: the export goes, the `sync: none` job is cancelled, the scratch node goes. */
+async function endFleecing(qmp: QmpClient): Promise<void> {
+  await qmp.execute('block-export-del', { id: 'backup' }).catch(() => undefined);
+  const gone = qmp.waitForEvent('JOB_STATUS_CHANGE', (e) => (e.data as { id?: string; status?: string }).status === 'null');
+  await qmp.execute('job-cancel', { id: 'fleecing' });
+  await gone;
+  await qmp.execute('blockdev-del', { 'node-name': 'fleece' });
 }
 
 /** Copies `extents` from `source` to `target` in bounded chunks; returns the bytes copied. */
@@ -180,103 +190,140 @@ async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'bitback-demo-'));
   try {
     console.log(`bitback demo — working in ${dir}\n`);
-    const diskPath = join(dir, 'vda.raw');
-    await createRawFile(diskPath, DISK_SIZE);
-    const raw = await RawFileDevice.open(diskPath);
-    const disk = new DirtyTrackingFilter(raw);
-    const workload = new Workload(disk, 2026);
+    // The engine, driven over QMP exactly as QEMU would be (in-process here, no socket needed).
+    const engine = createEngine();
+    const qmp = await connectInProcess(engine.qmp);
+    const diskPath = join(dir, 'vda.qcow2');
+    await createQcow2(diskPath, { size: DISK_SIZE });
+    await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'vda', file: { driver: 'file', filename: diskPath } });
+    const socket = join(dir, 'nbd.sock');
+    await qmp.execute('nbd-server-start', { addr: { type: 'unix', data: { path: socket } } });
+    // The "guest": writes reach the disk through a writable export, i.e. through the engine's
+    // node graph, where dirty bitmaps record them and copy-before-write sees them.
+    await qmp.execute('block-export-add', { type: 'nbd', id: 'guest', 'node-name': 'vda', name: 'vda-guest', writable: true });
+    const guest = await NbdClient.connect(`nbd+unix:///vda-guest?socket=${socket}`);
+    const workload = new Workload(guest, 2026);
     const backups: StoredBackup[] = [];
 
-    console.log(`disk ${formatSize(DISK_SIZE)} (raw, sparse); dirty bitmap granularity ${formatSize(GRANULARITY)}`);
+    console.log(`disk ${formatSize(DISK_SIZE)} (qcow2) in bitback's engine, written by a "guest" over NBD; QMP in-process`);
     const initial = await workload.round(300);
     console.log(`workload: ${formatSize(initial)} written before the first backup`);
 
-    // The checkpoint bitmap starts recording in the same step as the full backup (one "transaction").
-    const bitmap = new DirtyBitmap({ size: DISK_SIZE, granularity: GRANULARITY, name: 'bitback-demo', persistent: true });
-    disk.attach(bitmap);
-
-    // The NBD server through which every backup reads the disk (the point-in-time view: nothing
-    // writes to the disk while a backup copies here) and the frozen bitmap.
-    const server = new NbdServer();
-    const socket = join(dir, 'nbd.sock');
-    await server.listen({ transport: 'unix', path: socket });
-    const context = `qemu:dirty-bitmap:${bitmap.name}`;
-    console.log(`NBD server on ${socket}: each backup is read through it with bitback's NBD client`);
-
-    /** Takes one backup; `extents` undefined means a full one. `failAfter` injects ENOSPC. */
+    /**
+     * Takes one backup the way bitback takes them from QEMU: one transaction freezes the
+     * previous checkpoint bitmap, starts the next one, and starts fleecing (a `sync: none`
+     * backup job into a scratch image backed by the disk); the scratch image is exported with
+     * the frozen bitmap and read over NBD while the guest goes on writing. `failAfter`
+     * injects ENOSPC into the repository after that many bytes.
+     */
     const backup = async (name: string, failAfter?: number): Promise<StoredBackup> => {
       const level = backups.length === 0 ? 'full' : 'inc';
-      const expected = workload.digest();
+      const previous = backups.length === 0 ? undefined : `bitback-${backups.length - 1}`;
+      const checkpoint = `bitback-${backups.length}`;
       const started = performance.now();
+      const fleecePath = join(dir, 'fleece.qcow2');
+      await createQcow2(fleecePath, { size: DISK_SIZE });
+      await qmp.execute('blockdev-add', { driver: 'qcow2', 'node-name': 'fleece', file: { driver: 'file', filename: fleecePath }, backing: 'vda' });
+      await qmp.execute('transaction', {
+        actions: [
+          ...(previous !== undefined ? [{ type: 'block-dirty-bitmap-disable', data: { node: 'vda', name: previous } }] : []),
+          { type: 'block-dirty-bitmap-add', data: { node: 'vda', name: checkpoint, persistent: true, granularity: GRANULARITY } },
+          { type: 'blockdev-backup', data: { 'job-id': 'fleecing', device: 'vda', target: 'fleece', sync: 'none', 'filter-node-name': 'vda-cbw' } },
+        ],
+      });
+      const expected = workload.digest(); // the point in time this backup must restore
+      const exportName = `vda-${name}`;
+      const bitmaps = previous !== undefined ? [{ node: 'vda', name: previous }] : [];
+      await qmp.execute('block-export-add', { type: 'nbd', id: 'backup', 'node-name': 'fleece', name: exportName, bitmaps });
       // The repository format of DESIGN.md: a full backup is a standalone qcow2; an incremental
       // is a qcow2 whose backing file is its parent's image, by relative path.
       const path = join(dir, `${name}.qcow2`);
       const parent = backups[backups.length - 1];
       await createQcow2(path, { size: DISK_SIZE, ...(parent ? { backingFile: basename(parent.path), backingFormat: 'qcow2' as const } : {}) });
       const file = await Qcow2Image.open(path);
-      const target = new FaultInjectionFilter(
-        file,
-        failAfter === undefined ? [] : [{ operations: ['write'], afterBytes: failAfter, errno: 'ENOSPC' }],
-      );
-      // Freeze the bitmap: writes from now on go to its successor, not lost whatever happens.
-      bitmap.createSuccessor();
-      const exportName = `vda-${name}`;
-      server.addExport({ name: exportName, device: raw, bitmaps: [bitmap], readOnly: true });
+      const target = new FaultInjectionFilter(file, failAfter === undefined ? [] : [{ operations: ['write'], afterBytes: failAfter, errno: 'ENOSPC' }]);
       let extents: Array<{ offset: number; length: number }> = [];
+      let writtenMeanwhile = 0;
       try {
+        const context = previous === undefined ? 'base:allocation' : `qemu:dirty-bitmap:${previous}`;
         const client = await NbdClient.connect(`nbd+unix:///${exportName}?socket=${socket}`, { contexts: [context], readOnly: true });
         try {
-          extents = level === 'full'
-            ? await extentsOver(client, 'base:allocation', (flags) => (flags & ExtentFlags.ZERO) === 0)
+          extents = previous === undefined
+            ? await extentsOver(client, context, (flags) => (flags & ExtentFlags.ZERO) === 0)
             : await extentsOver(client, context, (flags) => (flags & 1) !== 0);
-          await copyExtents(client, target, extents);
+          // The guest keeps writing while the backup copies: the export still shows the point in time.
+          const [, written] = await Promise.all([copyExtents(client, target, extents), workload.round(20)]);
+          writtenMeanwhile = written;
         } finally {
           await client.close();
         }
-        bitmap.abdicate(); // success: the copied bits are dropped, the successor's bits remain
       } catch (e) {
-        bitmap.reclaim(); // failure: the successor is merged back, nothing is lost
+        // Nothing is lost: the frozen checkpoint takes the new one's changes back and records again.
+        await endFleecing(qmp);
+        await qmp.execute('transaction', {
+          actions: previous !== undefined
+            ? [
+                { type: 'block-dirty-bitmap-merge', data: { node: 'vda', target: previous, bitmaps: [checkpoint] } },
+                { type: 'block-dirty-bitmap-enable', data: { node: 'vda', name: previous } },
+                { type: 'block-dirty-bitmap-remove', data: { node: 'vda', name: checkpoint } },
+              ]
+            : [{ type: 'block-dirty-bitmap-remove', data: { node: 'vda', name: checkpoint } }],
+        });
         await target.close();
         await rm(path, { force: true });
+        await rm(fleecePath, { force: true });
         throw e;
-      } finally {
-        await server.removeExport(exportName);
       }
+      await endFleecing(qmp);
+      await rm(fleecePath, { force: true });
+      // The previous checkpoint's changes are in this backup: its bitmap is no longer needed.
+      if (previous !== undefined) await qmp.execute('block-dirty-bitmap-remove', { node: 'vda', name: previous });
       const dirtyBytes = extents.reduce((n, e) => n + e.length, 0);
       await target.close();
       const storedBytes = (await stat(path)).blocks * 512;
       const seconds = (performance.now() - started) / 1000;
-      const stored: StoredBackup = { name, level, path, extents, dirtyBytes, storedBytes, seconds, expected };
+      const stored: StoredBackup = { name, level, path, extents, dirtyBytes, storedBytes, seconds, expected, writtenMeanwhile };
       backups.push(stored);
       return stored;
     };
 
+    const dirtyOf = async (name: string): Promise<number> => {
+      const nodes = await qmp.execute<Array<{ 'node-name': string; 'dirty-bitmaps'?: Array<{ name?: string; count: number }> }>>('query-named-block-nodes');
+      return nodes.find((n) => n['node-name'] === 'vda')?.['dirty-bitmaps']?.find((b) => b.name === name)?.count ?? 0;
+    };
+
     await backup('full');
-    console.log(`full backup: ${formatSize(backups[0]!.dirtyBytes)} allocated data copied`);
+    console.log(`full backup: ${formatSize(backups[0]!.dirtyBytes)} allocated data copied while the guest wrote ${formatSize(backups[0]!.writtenMeanwhile)}`);
 
     for (let i = 1; i <= 2; i++) {
       const written = await workload.round(30);
-      console.log(`workload: ${formatSize(written)} written; bitmap says ${formatSize(bitmap.count())} dirty`);
+      console.log(`workload: ${formatSize(written)} written; checkpoint bitmap says ${formatSize(await dirtyOf(`bitback-${i - 1}`))} dirty`);
       await backup(`inc${i}`);
     }
 
-    // An incremental whose target fills up after 1 MiB: the successor is reclaimed.
+    // An incremental whose repository fills up after 1 MiB: the checkpoint is rolled back.
     const written = await workload.round(30);
-    const dirtyBefore = bitmap.count();
-    console.log(`workload: ${formatSize(written)} written; bitmap says ${formatSize(dirtyBefore)} dirty`);
+    const dirtyBefore = await dirtyOf('bitback-2');
+    console.log(`workload: ${formatSize(written)} written; checkpoint bitmap says ${formatSize(dirtyBefore)} dirty`);
     try {
       await backup('inc3-failed', MiB);
       throw new Error('the injected ENOSPC did not happen');
     } catch (e) {
       const message = (e as Error).message;
       if (!/ENOSPC|no space/i.test(message) && (e as { errno?: string }).errno !== 'ENOSPC') throw e;
-      console.log(`inc3 failed as injected (${message}); bitmap still has ${formatSize(bitmap.count())} dirty (was ${formatSize(dirtyBefore)})`);
-      if (bitmap.count() < dirtyBefore) throw new Error('a failed backup lost dirty bits');
+      const dirtyAfter = await dirtyOf('bitback-2');
+      console.log(`inc3 failed as injected (${message}); the checkpoint bitmap has ${formatSize(dirtyAfter)} dirty (was ${formatSize(dirtyBefore)})`);
+      if (dirtyAfter < dirtyBefore) throw new Error('a failed backup lost dirty bits');
     }
     const more = await workload.round(10);
     await workload.write(5 * MiB, new Uint8Array(64 * 1024).fill(0x5a)); // checked by `bitback io` below
     console.log(`workload: ${formatSize(more)} more written before the retry, and 64 KiB of 0x5a at 5 MiB`);
     await backup('inc3');
+
+    await guest.close();
+    await qmp.execute('block-export-del', { id: 'guest' });
+    await qmp.close();
+    await engine.close(); // stores the checkpoint bitmap in vda.qcow2
 
     // Restore every point from its chain and compare with the model's digest at that point.
     console.log('');
@@ -315,8 +362,6 @@ async function main(): Promise<void> {
       console.log(`(exit status ${io.status})`);
       if (io.status !== wanted) throw new Error(`bitback io on restored-${name}.raw exited ${io.status}, expected ${wanted}`);
     }
-    await server.close();
-    await disk.close();
     console.log('\ndemo complete: every backup point restored byte-identical.');
   } finally {
     await rm(dir, { recursive: true, force: true });
