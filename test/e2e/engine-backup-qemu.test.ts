@@ -130,6 +130,22 @@ describe('backup jobs against QEMU 7.2', { skip }, () => {
     });
   });
 
+  test('a compressed full backup: the same data as QEMU\'s, stored compressed, and the target writes normally afterwards', async () => {
+    await withPeers(async (qemu, bitback) => {
+      await createImages([qemu, bitback], ['disk0', 'full']);
+      await runBoth(qemu, bitback, [qcow2('disk0'), io('disk0', 'write -P 0x11 0 4M'), io('disk0', 'write -P 0x22 16M 1M'), qcow2('full')]);
+      const from = [qemu.events().length, bitback.events().length];
+      await runBoth(qemu, bitback, [['blockdev-backup', { 'job-id': 'c', device: 'disk0', target: 'full', sync: 'full', compress: true }]]);
+      for (const [i, peer] of [qemu, bitback].entries()) await waitStatus(peer, 'c', ['null'], from[i]);
+      assert.deepEqual(eventSummary(bitback, from[1]!), eventSummary(qemu, from[0]!));
+      await runBoth(qemu, bitback, [io('full', 'write -P 0x33 32M 64k'), ['blockdev-del', { 'node-name': 'full' }], ['blockdev-del', { 'node-name': 'disk0' }]]);
+      await exec('qemu-img', ['compare', '-q', `${qemu.dir}/full.qcow2`, `${bitback.dir}/full.qcow2`]);
+      await exec('qemu-img', ['check', '-q', `${bitback.dir}/full.qcow2`]);
+      const allocated = async (peer: QmpPeer): Promise<number> => (JSON.parse((await exec('qemu-img', ['info', '--output=json', `${peer.dir}/full.qcow2`])).stdout) as { 'actual-size': number })['actual-size'];
+      assert.ok((await allocated(bitback)) < 2 * MiB, `5 MiB of patterns take ${await allocated(bitback)} bytes: not compressed`);
+    });
+  });
+
   // qemu-iotests 257's write groups.
   const GROUPS = [
     [['0x49', 0x0000000], ['0x6c', 0x0100000], ['0x6f', 0x2000000], ['0x76', 0x3ff0000]],

@@ -27,6 +27,8 @@ import type { BlockBackend } from '../graph/backend.js';
 import { Job, type JobContext } from '../jobs/index.js';
 import type { JobTxn } from '../jobs/job-txn.js';
 import { InvalidArgumentError } from '../../errors.js';
+import { Qcow2Image } from '../../qcow2/image/index.js';
+import type { BlockNode } from '../graph/block-node.js';
 import type { BackupPlan } from './backup-plan.js';
 
 /** A running backup; see the module comment. Made with {@link createBackupJob}. */
@@ -104,6 +106,7 @@ export class BackupJob extends Job {
   }
 
   protected override async clean(): Promise<void> {
+    if (this.#plan.compress) setCompressed(this.#plan.target, false);
     await this.#engine.graph.detachBackend(this.#backend).catch(() => undefined);
     await dropCopyBeforeWrite(this.#engine, this.#filter.node).catch(() => undefined);
   }
@@ -115,6 +118,11 @@ export class BackupJob extends Job {
     this.#settled = true;
     settleSyncBitmap(bitmap, this.#plan.bitmapMode ?? 'on-success', succeeded, this.#filter.filter.state.copyBitmap);
   }
+}
+
+/** Turns compressed cluster writes on or off for a qcow2 target (planBackup refused others). */
+function setCompressed(target: BlockNode, on: boolean): void {
+  if (target.device instanceof Qcow2Image) target.device.compressWrites = on;
 }
 
 /**
@@ -139,9 +147,6 @@ export function settleSyncBitmap(bitmap: DirtyBitmap, mode: 'on-success' | 'neve
  *   "Required max-chunk ...", "Invalid job ID '...'", "Job ID '...' already in use")
  */
 export async function createBackupJob(engine: Engine, plan: BackupPlan, txn?: JobTxn): Promise<BackupJob> {
-  if (plan.compress) {
-    throw new InvalidArgumentError('start a backup', "bitback's engine does not write compressed backups yet; use sync without compress, or bitback image convert -c afterwards");
-  }
   const bitmap = plan.bitmap;
   bitmap?.createSuccessor();
   let filter: AppendedFilter | undefined;
@@ -164,6 +169,7 @@ export async function createBackupJob(engine: Engine, plan: BackupPlan, txn?: Jo
     backend = engine.graph.attachBackend(`job '${plan.jobId}'`, filter.node, { perm: 0, shared: ALL_PERMISSIONS, description: `backup job '${plan.jobId}'` });
     backend.ignoresDrain = true;
     const job = new BackupJob(engine, plan, filter, backend);
+    if (plan.compress) setCompressed(plan.target, true);
     engine.jobs.add(job, { ...(txn !== undefined ? { txn } : {}), speed: plan.speed });
     return job;
   } catch (e) {

@@ -47,7 +47,7 @@ export interface ImageCore {
   readonly compressionType: number;
   readonly inflated: InflatedCache;
   /** Store whole-cluster writes into unallocated clusters compressed when that is smaller. */
-  readonly compress: boolean;
+  compress: boolean;
   /** Host ranges of the header and the active L1 table (the refcount table comes from `refcounts`). */
   readonly fixed: readonly ForbiddenRange[];
   compressedTail: CompressedTail | undefined;

@@ -218,6 +218,18 @@ export class Qcow2Image implements BlockDevice {
     return this.#core.g;
   }
 
+  /**
+   * Whether whole-cluster writes into unallocated clusters are stored deflated (the `compress`
+   * open option); a backup job with `compress: true` turns it on for its target while it runs.
+   */
+  get compressWrites(): boolean {
+    return this.#core.compress;
+  }
+
+  set compressWrites(on: boolean) {
+    this.#core.compress = on;
+  }
+
   /** A copy of the first cluster as it is now (header, extensions, backing file name). */
   get imageHeader(): Qcow2ImageHeader {
     return this.internals.imageHeader();
