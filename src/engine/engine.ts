@@ -36,6 +36,11 @@ export class Engine {
   readonly #drivers = new Map<string, BlockDriver>();
   readonly #closers: Array<() => Promise<void>> = [];
   readonly #pausedByDrain: Job[] = [];
+  /**
+   * QEMU's op blockers: nodes a job uses in a way that forbids other jobs and deletion, with the
+   * reason QEMU gives ("block device is in use by block job: backup").
+   */
+  readonly blockers = new Map<BlockNode, string>();
   #closed: Promise<void> | undefined;
 
   constructor(options: EngineOptions = {}) {
@@ -166,6 +171,7 @@ export class Engine {
   async deleteNode(name: string): Promise<void> {
     const node = this.graph.get(name);
     if (node === undefined) throw new NotFoundError('delete node', `Failed to find node with node-name='${name}'`);
+    this.checkNotBlocked(node);
     // QEMU's order and texts (blockdev.c qmp_blockdev_del): a backend (export, job) first, then
     // a node using it as backing, then ownership, then any other parent.
     const parents = [...node.parents];
@@ -175,6 +181,12 @@ export class Engine {
     if (node.implicit) throw new InvalidArgumentError('delete node', `Node ${name} is not owned by the monitor`);
     if (parents.length > 0) throw new InvalidArgumentError('delete node', `Block device ${name} is in use`);
     await this.graph.remove(node);
+  }
+
+  /** @throws InvalidArgumentError "Node 'x' is busy: ..." when a job blocks `node` */
+  checkNotBlocked(node: BlockNode): void {
+    const reason = this.blockers.get(node);
+    if (reason !== undefined) throw new InvalidArgumentError('use node', `Node '${node.name}' is busy: ${reason}`);
   }
 
   /** Stops exports and jobs, closes every node (storing persistent bitmaps) and the QMP server. */

@@ -146,6 +146,25 @@ describe('backup jobs against QEMU 7.2', { skip }, () => {
     });
   });
 
+  test('jobs on nodes in use: a running backup\'s target cannot be backed up, used as a target or deleted, as QEMU refuses', async () => {
+    await withPeers(async (qemu, bitback) => {
+      await createImages([qemu, bitback], ['d0', 't1', 't2']);
+      await runBoth(qemu, bitback, [qcow2('d0'), qcow2('t1'), qcow2('t2'), io('d0', 'write -P 0x11 0 8M')]);
+      const from = [qemu.events().length, bitback.events().length];
+      await runBoth(qemu, bitback, [
+        ['blockdev-backup', { 'job-id': 'j1', device: 'd0', target: 't1', sync: 'full', speed: 1024 }],
+        ['blockdev-backup', { 'job-id': 'j1', device: 'd0', target: 't2', sync: 'full' }],
+        ['blockdev-backup', { 'job-id': 'j3', device: 't2', target: 't1', sync: 'full' }],
+        ['blockdev-backup', { 'job-id': 'j4', device: 't1', target: 't2', sync: 'full' }],
+        ['blockdev-del', { 'node-name': 't1' }],
+        ['blockdev-del', { 'node-name': 'd0' }],
+        ['job-cancel', { id: 'j1' }],
+      ]);
+      for (const [i, peer] of [qemu, bitback].entries()) await waitStatus(peer, 'j1', ['null'], from[i]);
+      await runBoth(qemu, bitback, [['blockdev-del', { 'node-name': 't1' }], ['blockdev-del', { 'node-name': 'd0' }]]);
+    });
+  });
+
   // qemu-iotests 257's write groups.
   const GROUPS = [
     [['0x49', 0x0000000], ['0x6c', 0x0100000], ['0x6f', 0x2000000], ['0x76', 0x3ff0000]],

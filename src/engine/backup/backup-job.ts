@@ -107,6 +107,7 @@ export class BackupJob extends Job {
 
   protected override async clean(): Promise<void> {
     if (this.#plan.compress) setCompressed(this.#plan.target, false);
+    this.#engine.blockers.delete(this.#plan.target);
     await this.#engine.graph.detachBackend(this.#backend).catch(() => undefined);
     await dropCopyBeforeWrite(this.#engine, this.#filter.node).catch(() => undefined);
   }
@@ -169,8 +170,9 @@ export async function createBackupJob(engine: Engine, plan: BackupPlan, txn?: Jo
     backend = engine.graph.attachBackend(`job '${plan.jobId}'`, filter.node, { perm: 0, shared: ALL_PERMISSIONS, description: `backup job '${plan.jobId}'` });
     backend.ignoresDrain = true;
     const job = new BackupJob(engine, plan, filter, backend);
-    if (plan.compress) setCompressed(plan.target, true);
     engine.jobs.add(job, { ...(txn !== undefined ? { txn } : {}), speed: plan.speed });
+    if (plan.compress) setCompressed(plan.target, true);
+    engine.blockers.set(plan.target, 'block device is in use by block job: backup');
     return job;
   } catch (e) {
     if (backend !== undefined) await engine.graph.detachBackend(backend).catch(() => undefined);

@@ -87,7 +87,7 @@ function lookup(graph: NodeGraph, name: string): BlockNode {
  * Checks the arguments up to where QEMU creates the job.
  * @throws InvalidArgumentError with QEMU's text for the first problem
  */
-export function planBackup(graph: NodeGraph, args: BlockdevBackupArgs): BackupPlan {
+export function planBackup(graph: NodeGraph, args: BlockdevBackupArgs, blockers: ReadonlyMap<BlockNode, string> = new Map()): BackupPlan {
   const source = lookup(graph, args.device);
   const target = lookup(graph, args.target);
   let sync = args.sync;
@@ -113,6 +113,10 @@ export function planBackup(graph: NodeGraph, args: BlockdevBackupArgs): BackupPl
     bitmapMode = 'on-success';
   }
   if (source === target) fail('Source and target cannot be the same');
+  for (const node of [source, target]) {
+    const reason = blockers.get(node);
+    if (reason !== undefined) fail(`Node '${node.name}' is busy: ${reason}`);
+  }
   if (args.compress === true && target.driver !== 'qcow2') fail(`Compression is not supported for this drive ${target.name}`);
   if (maxWorkers < 1 || maxWorkers > 0x7fffffff) fail('max-workers must be between 1 and 2147483647');
   if (maxChunk < 0) fail('max-chunk must be zero (which means no limit) or positive');

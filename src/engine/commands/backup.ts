@@ -13,7 +13,7 @@ import type { PreparedAction, TransactionContext, Transactions } from './transac
 const TXN_KEY = 'backup-job-txn';
 
 async function prepareBackup(engine: Engine, args: BlockdevBackupArgs, context: TransactionContext): Promise<PreparedAction> {
-  const plan = planBackup(engine.graph, args);
+  const plan = planBackup(engine.graph, args, engine.blockers);
   let txn: JobTxn | undefined;
   if (context.completionMode === 'grouped') {
     txn = context.shared.get(TXN_KEY) as JobTxn | undefined;
