@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { needPeers } from '../helpers/peers.js';
-import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer } from '../helpers/qmp-peers.js';
+import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer, runOnBoth } from '../helpers/qmp-peers.js';
 
 const exec = promisify(execFile);
 const skip = needPeers('qemu-system-x86_64', 'qemu-img');
@@ -58,13 +58,7 @@ function normalize(command: string, outcome: QmpOutcome): unknown {
   return outcome;
 }
 
-async function runBoth(qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> {
-  for (const [i, [command, args]] of steps.entries()) {
-    const theirs = normalize(command, await qemu.run(command, args));
-    const ours = normalize(command, await bitback.run(command, args));
-    assert.deepEqual(ours, theirs, `step ${i} ${command} ${JSON.stringify(args ?? {})}: bitback and QEMU differ`);
-  }
-}
+const runBoth = (qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> => runOnBoth(qemu, bitback, steps, normalize);
 
 async function withPeers(body: (qemu: QmpPeer, bitback: QmpPeer) => Promise<void>): Promise<void> {
   const qemu = await startQemuPeer();

@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { spawnWatched, type WatchedProcess } from '../helpers/child.js';
 import { needPeers } from '../helpers/peers.js';
-import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer } from '../helpers/qmp-peers.js';
+import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer, runOnBoth } from '../helpers/qmp-peers.js';
 
 const exec = promisify(execFile);
 const skip = needPeers('qemu-system-x86_64', 'qemu-img', 'qemu-io', 'qemu-nbd', 'nbdcopy');
@@ -38,13 +38,7 @@ function normalize(command: string, outcome: QmpOutcome): unknown {
 }
 
 /** Runs `steps` on both peers, comparing each reply. */
-async function runBoth(qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> {
-  for (const [i, [command, args]] of steps.entries()) {
-    const theirs = normalize(command, await qemu.run(command, args));
-    const ours = normalize(command, await bitback.run(command, args));
-    assert.deepEqual(ours, theirs, `step ${i} ${command} ${JSON.stringify(args ?? {})}: bitback and QEMU differ`);
-  }
-}
+const runBoth = (qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> => runOnBoth(qemu, bitback, steps, normalize);
 
 /** qemu-io's lines that do not depend on timing: bytes read or written, failures, map lines. */
 function ioLines(output: string): string[] {

@@ -16,7 +16,7 @@ import { afterEach, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { NbdClient } from '../../src/nbd/client/index.js';
 import { needPeers } from '../helpers/peers.js';
-import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer } from '../helpers/qmp-peers.js';
+import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer, runOnBoth } from '../helpers/qmp-peers.js';
 
 const exec = promisify(execFile);
 const skip = needPeers('qemu-system-x86_64', 'qemu-img', 'qemu-io', 'nbdinfo', 'nbdcopy');
@@ -41,13 +41,7 @@ function normalize(command: string, outcome: QmpOutcome): unknown {
     }));
 }
 
-async function runBoth(qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> {
-  for (const [i, [command, args]] of steps.entries()) {
-    const theirs = normalize(command, await qemu.run(command, args));
-    const ours = normalize(command, await bitback.run(command, args));
-    assert.deepEqual(ours, theirs, `step ${i} ${command} ${JSON.stringify(args ?? {})}: bitback and QEMU differ`);
-  }
-}
+const runBoth = (qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> => runOnBoth(qemu, bitback, steps, normalize);
 
 const io = (node: string, command: string): Step => ['human-monitor-command', { 'command-line': `qemu-io ${node} "${command}"` }];
 const uri = (peer: QmpPeer, name = 'disk0'): string => `nbd+unix:///${name}?socket=${peer.dir}/nbd.sock`;

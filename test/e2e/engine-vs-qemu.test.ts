@@ -8,7 +8,7 @@ import { execFile } from 'node:child_process';
 import { afterEach, beforeEach, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { needPeers } from '../helpers/peers.js';
-import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer } from '../helpers/qmp-peers.js';
+import { startBitbackPeer, startQemuPeer, type QmpOutcome, type QmpPeer, runOnBoth } from '../helpers/qmp-peers.js';
 
 const exec = promisify(execFile);
 const skip = needPeers('qemu-system-x86_64', 'qemu-img', 'nbdinfo');
@@ -40,13 +40,7 @@ function normalize(command: string, outcome: QmpOutcome): unknown {
 }
 
 /** Runs `steps` on both peers, comparing each reply. */
-async function runBoth(qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> {
-  for (const [i, [command, args]] of steps.entries()) {
-    const theirs = normalize(command, await qemu.run(command, args));
-    const ours = normalize(command, await bitback.run(command, args));
-    assert.deepEqual(ours, theirs, `step ${i} ${command} ${JSON.stringify(args ?? {})}: bitback and QEMU differ`);
-  }
-}
+const runBoth = (qemu: QmpPeer, bitback: QmpPeer, steps: Step[]): Promise<void> => runOnBoth(qemu, bitback, steps, normalize);
 
 async function qemuImg(args: string[]): Promise<string> {
   return (await exec('qemu-img', args)).stdout;

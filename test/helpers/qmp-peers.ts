@@ -6,6 +6,7 @@
  * Each peer works in its own folder (`dir`); scripts write `$D` where a path goes, and each peer
  * substitutes its folder, so both work on their own copies of the same images.
  */
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -114,4 +115,22 @@ export function startQemuPeer(dir?: string): Promise<QmpPeer> {
 /** `bitback daemon`, printing qemu-io output as QEMU does. */
 export function startBitbackPeer(dir?: string): Promise<QmpPeer> {
   return startPeer('bitback', process.execPath, (socket) => [BITBACK_MAIN, 'daemon', '--qmp', `unix:${socket}`, '--qemu-io-log'], dir);
+}
+
+/** One step of a differential script: a command and its arguments (`$D` is the peer's folder). */
+export type QmpStep = [command: string, args?: Record<string, unknown>];
+
+/** What of a reply two peers must agree on (query replies reduced to what both define alike). */
+export type QmpNormalizer = (command: string, outcome: QmpOutcome) => unknown;
+
+/**
+ * Runs `steps` on QEMU and on bitback, one step on each in turn, and asserts after each step
+ * that the normalized replies are equal (naming the step that differs).
+ */
+export async function runOnBoth(qemu: QmpPeer, bitback: QmpPeer, steps: QmpStep[], normalize: QmpNormalizer): Promise<void> {
+  for (const [i, [command, args]] of steps.entries()) {
+    const theirs = normalize(command, await qemu.run(command, args));
+    const ours = normalize(command, await bitback.run(command, args));
+    assert.deepEqual(ours, theirs, `step ${i} ${command} ${JSON.stringify(args ?? {})}: bitback and QEMU differ`);
+  }
 }
