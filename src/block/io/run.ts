@@ -8,7 +8,7 @@
 import { VerifyError } from '../../errors.js';
 import { ExtentFlags, type BlockDevice } from '../block-device.js';
 import { type IoCommand } from './commands.js';
-import { formatSize } from './size.js';
+import { formatIoSize } from './size.js';
 
 /** Largest buffer one command step reads or writes, in bytes. */
 export const IO_CHUNK = 4 * 1024 * 1024;
@@ -37,7 +37,7 @@ export async function runIoCommand(device: BlockDevice, command: IoCommand, out:
       await device.flush();
       return;
     case 'length':
-      out(formatSize(device.size));
+      out(formatIoSize(device.size));
       return;
     case 'map':
       return runMap(device, out);
@@ -113,8 +113,8 @@ async function runMap(device: BlockDevice, out: IoOutput): Promise<void> {
     if (runAllocated === undefined || end === runStart) return;
     const length = end - runStart;
     out(
-      `${formatSize(length)} (0x${length.toString(16)}) bytes ${runAllocated ? '    allocated' : 'not allocated'} ` +
-        `at offset ${formatSize(runStart)} (0x${runStart.toString(16)})`,
+      `${formatIoSize(length)} (0x${length.toString(16)}) bytes ${runAllocated ? '    allocated' : 'not allocated'} ` +
+        `at offset ${formatIoSize(runStart)} (0x${runStart.toString(16)})`,
     );
   };
   for (let offset = 0; offset < device.size; ) {
@@ -137,7 +137,7 @@ function report(out: IoOutput, verb: string, offset: number, length: number, sta
   out(`${verb} ${length}/${length} bytes at offset ${offset}`);
   const rate = seconds > 0 ? length / seconds : 0;
   out(
-    `${formatSize(length)}, 1 ops; ${seconds.toFixed(4)} sec (${formatSize(Math.round(rate))}/sec and ` +
+    `${formatIoSize(length)}, 1 ops; ${seconds.toFixed(4)} sec (${formatIoSize(Math.round(rate))}/sec and ` +
       `${seconds > 0 ? (1 / seconds).toFixed(1) : 'inf'} ops/sec)`,
   );
 }

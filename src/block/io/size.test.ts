@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fc from 'fast-check';
-import { formatSize, parseSize } from './size.js';
+import { formatIoSize, formatSize, parseSize } from './size.js';
 import { BitbackError } from '../../errors.js';
 
 test('parseSize() reads plain numbers and every suffix as powers of 1024', () => {
@@ -47,5 +47,15 @@ test('formatSize() prints qemu-io style units', () => {
   assert.equal(formatSize(65536), '64 KiB');
   assert.equal(formatSize(1536), '1.5 KiB');
   assert.equal(formatSize(1048576), '1 MiB');
+  assert.equal(formatSize(0xf0000), '960 KiB');
+  assert.equal(formatSize(1000 * 1024 * 1024), '1000 MiB');
   assert.equal(formatSize(5 * 2 ** 30), '5 GiB');
+});
+
+test('formatIoSize prints as qemu-io does: three decimals unless whole, ties to even', () => {
+  assert.equal(formatIoSize(65536), '64 KiB');
+  assert.equal(formatIoSize(0xf0000), '960 KiB');
+  assert.equal(formatIoSize(1536), '1.500 KiB');
+  assert.equal(formatIoSize(1.0625 * 1024 * 1024), '1.062 MiB');
+  assert.equal(formatIoSize(512), '512 bytes');
 });

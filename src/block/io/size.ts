@@ -59,5 +59,27 @@ export function formatSize(bytes: number): string {
     unit++;
   }
   const text = value >= 100 ? value.toFixed(0) : value >= 10 ? value.toFixed(1) : value.toFixed(2);
-  return `${text.replace(/\.?0+$/, '')} ${units[unit]}`;
+  // Trailing zeros of a fraction only: 960 stays 960, 1.50 becomes 1.5.
+  return `${text.includes('.') ? text.replace(/\.?0+$/, '') : text} ${units[unit]}`;
+}
+
+/**
+ * Formats a byte count as qemu-io's own output does (`cvtstr`): three decimals, `.000`
+ * dropped, ties rounded to even as glibc's printf does: `64 KiB`, `1.500 KiB`, `1.062 MiB`.
+ */
+export function formatIoSize(bytes: number): string {
+  const units = ['bytes', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB', 'EiB'];
+  let unit = 0;
+  let value = bytes;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  const scaled = value * 1000;
+  let text = value.toFixed(3);
+  if (!Number.isInteger(scaled) && Number.isInteger(scaled * 2)) {
+    const floor = Math.floor(scaled);
+    text = ((floor % 2 === 0 ? floor : floor + 1) / 1000).toFixed(3);
+  }
+  return `${text.endsWith('.000') ? text.slice(0, -4) : text} ${units[unit]}`;
 }
