@@ -25,6 +25,7 @@ import { type JsonObject } from '../../qmp/protocol/messages.js';
 import { type QmpArgsSchema, type QmpMembers, type QmpType, type QmpUnionType } from '../../qmp/server/schema.js';
 import { KeyvalError } from './errors.js';
 import { parseQemuBool, parseQemuInt64, parseQemuNumber, parseQemuSize, parseQemuUint64 } from './qemu-numbers.js';
+import { walkArguments, walkStruct, walkUnion, type SchemaWalker } from '../../qmp/server/schema-walk.js';
 
 /** Ranges and C type names of the fixed-width integers (`qapi-visit-core.c` `visit_type_*N`). */
 const SIGNED: Record<string, readonly [bigint, bigint, string]> = {
@@ -42,14 +43,6 @@ function fail(desc: string): never {
   throw new KeyvalError(desc);
 }
 
-function has(o: JsonObject, key: string): boolean {
-  return Object.prototype.hasOwnProperty.call(o, key);
-}
-
-function define(o: JsonObject, key: string, value: unknown): void {
-  Object.defineProperty(o, key, { value, enumerable: true, writable: true, configurable: true });
-}
-
 /**
  * Checks `args` (from {@link parseKeyval}: strings, objects and arrays) against `schema` and
  * returns it with every scalar converted to its declared type (integers and sizes as `number`,
@@ -58,56 +51,19 @@ function define(o: JsonObject, key: string, value: unknown): void {
  * @throws KeyvalError with QEMU's text for the first problem
  */
 export function visitKeyval(schema: QmpArgsSchema, args: JsonObject): JsonObject {
-  if (isUnion(schema)) return visitUnion(schema, args, '');
-  return visitStruct(isStruct(schema) ? schema.members : (schema as QmpMembers), args, '');
+  return walkArguments(schema, args, walker);
 }
 
-function isUnion(s: QmpArgsSchema): s is QmpUnionType {
-  return (s as { kind?: unknown }).kind === 'union' && typeof (s as { base?: unknown }).base === 'object';
-}
-
-function isStruct(s: QmpArgsSchema): s is { kind: 'struct'; members: QmpMembers } {
-  return (s as { kind?: unknown }).kind === 'struct' && typeof (s as { members?: unknown }).members === 'object';
-}
-
-function join(prefix: string, name: string): string {
-  return prefix === '' ? name : `${prefix}.${name}`;
-}
-
-function visitMembers(members: QmpMembers, obj: JsonObject, prefix: string, out: JsonObject, known: Set<string>): void {
-  for (const [declared, type] of Object.entries(members)) {
-    const optional = declared.startsWith('*');
-    const name = optional ? declared.slice(1) : declared;
-    known.add(name);
-    if (!has(obj, name)) {
-      if (optional) continue;
-      fail(QmpText.missing(join(prefix, name)));
-    }
-    define(out, name, visit(type, obj[name], join(prefix, name), name));
-  }
-}
-
-function checkUnexpected(obj: JsonObject, known: Set<string>, prefix: string): void {
-  for (const key of Object.keys(obj)) if (!known.has(key)) fail(QmpText.unexpected(join(prefix, key)));
-}
+const walker: SchemaWalker = { visit, fail };
 
 function visitStruct(members: QmpMembers, obj: JsonObject, prefix: string): JsonObject {
-  const out: JsonObject = {};
-  const known = new Set<string>();
-  visitMembers(members, obj, prefix, out, known);
-  checkUnexpected(obj, known, prefix);
-  return out;
+  return walkStruct(members, obj, prefix, walker);
 }
 
 function visitUnion(union: QmpUnionType, obj: JsonObject, prefix: string): JsonObject {
-  const out: JsonObject = {};
-  const known = new Set<string>();
-  visitMembers(union.base, obj, prefix, out, known);
-  const tag = out[union.discriminator];
-  if (typeof tag === 'string' && has(union.branches, tag)) visitMembers(union.branches[tag]!, obj, prefix, out, known);
-  checkUnexpected(obj, known, prefix);
-  return out;
+  return walkUnion(union, obj, prefix, walker);
 }
+
 
 /**
  * The string a scalar member holds (`qobject_input_get_keyval`): sub-keys where a scalar is

@@ -21,6 +21,7 @@ import { JsonFloat } from '../protocol/json-parse.js';
 import { isJsonObject } from '../protocol/decode.js';
 import { type JsonObject } from '../protocol/messages.js';
 import { type QmpArgsSchema, type QmpMembers, type QmpType, type QmpUnionType } from './schema.js';
+import { walkArguments, walkStruct, walkUnion, type SchemaWalker } from './schema-walk.js';
 
 const INT64_MIN = -(2n ** 63n);
 const INT64_MAX = 2n ** 63n - 1n;
@@ -42,10 +43,6 @@ function fail(desc: string): never {
   throw new QmpError('GenericError', desc);
 }
 
-function has(o: JsonObject, key: string): boolean {
-  return Object.prototype.hasOwnProperty.call(o, key);
-}
-
 /**
  * Checks `args` (the `arguments` object of a command, `{}` when absent) against `schema` and
  * returns the arguments as the handler should get them.
@@ -53,58 +50,19 @@ function has(o: JsonObject, key: string): boolean {
  * @throws QmpError class GenericError with QEMU's text for the first problem
  */
 export function validateArguments(schema: QmpArgsSchema, args: JsonObject): JsonObject {
-  if (isUnion(schema)) return visitUnion(schema, args, '');
-  return visitStruct(isStruct(schema) ? schema.members : (schema as QmpMembers), args, '');
+  return walkArguments(schema, args, walker);
 }
 
-function isUnion(s: QmpArgsSchema): s is QmpUnionType {
-  return (s as { kind?: unknown }).kind === 'union' && typeof (s as { base?: unknown }).base === 'object';
-}
-
-function isStruct(s: QmpArgsSchema): s is { kind: 'struct'; members: QmpMembers } {
-  return (s as { kind?: unknown }).kind === 'struct' && typeof (s as { members?: unknown }).members === 'object';
-}
-
-function join(prefix: string, name: string): string {
-  return prefix === '' ? name : `${prefix}.${name}`;
-}
-
-/** Visits declared members into `out`; returns the names it knows (for the unexpected check). */
-function visitMembers(members: QmpMembers, obj: JsonObject, prefix: string, out: JsonObject, known: Set<string>): void {
-  for (const [declared, type] of Object.entries(members)) {
-    const optional = declared.startsWith('*');
-    const name = optional ? declared.slice(1) : declared;
-    known.add(name);
-    if (!has(obj, name)) {
-      if (optional) continue;
-      fail(QmpText.missing(join(prefix, name)));
-    }
-    const value = visit(type, obj[name], join(prefix, name), name);
-    Object.defineProperty(out, name, { value, enumerable: true, writable: true, configurable: true });
-  }
-}
-
-function checkUnexpected(obj: JsonObject, known: Set<string>, prefix: string): void {
-  for (const key of Object.keys(obj)) if (!known.has(key)) fail(QmpText.unexpected(join(prefix, key)));
-}
+const walker: SchemaWalker = { visit, fail };
 
 function visitStruct(members: QmpMembers, obj: JsonObject, prefix: string): JsonObject {
-  const out: JsonObject = {};
-  const known = new Set<string>();
-  visitMembers(members, obj, prefix, out, known);
-  checkUnexpected(obj, known, prefix);
-  return out;
+  return walkStruct(members, obj, prefix, walker);
 }
 
 function visitUnion(union: QmpUnionType, obj: JsonObject, prefix: string): JsonObject {
-  const out: JsonObject = {};
-  const known = new Set<string>();
-  visitMembers(union.base, obj, prefix, out, known);
-  const tag = out[union.discriminator];
-  if (typeof tag === 'string' && has(union.branches, tag)) visitMembers(union.branches[tag]!, obj, prefix, out, known);
-  checkUnexpected(obj, known, prefix);
-  return out;
+  return walkUnion(union, obj, prefix, walker);
 }
+
 
 /** The exact integer in `value`, or undefined when QEMU would not see an integer. */
 function exactInteger(value: unknown): bigint | undefined {
