@@ -104,7 +104,9 @@ async function runQemuIo(engine: Engine, node: BlockNode, commandLine: string, o
       await runIoCommand(backend, command, out);
     } catch (e) {
       const errno = (e as { errno?: unknown }).errno;
-      out(e instanceof BitbackError && e.code === 'VERIFY_FAILED' ? e.reason : `${command.kind} failed: ${typeof errno === 'string' ? strerror(errno) : e instanceof Error ? e.message : String(e)}`);
+      // qemu-io's own words: a failed pattern check names the request; a failed flush prints nothing.
+      if (e instanceof BitbackError && e.code === 'VERIFY_FAILED' && command.kind === 'read') out(`Pattern verification failed at offset ${command.offset}, ${command.length} bytes`);
+      else if (command.kind !== 'flush') out(`${command.kind} failed: ${typeof errno === 'string' ? strerror(errno) : e instanceof Error ? e.message : String(e)}`);
     }
     return '';
   } finally {

@@ -92,7 +92,7 @@ test('with x-dirty-bitmap, block status shows the dirty areas as holes, as QEMU\
     assert.deepEqual(await s.io('n0', 'map'), [
       '2 MiB (0x200000) bytes     allocated at offset 0 bytes (0x0)',
       '64 KiB (0x10000) bytes not allocated at offset 2 MiB (0x200000)',
-      '1.94 MiB (0x1f0000) bytes     allocated at offset 2.06 MiB (0x210000)',
+      '1.938 MiB (0x1f0000) bytes     allocated at offset 2.062 MiB (0x210000)',
     ]);
     assert.deepEqual(await s.run('blockdev-add', { driver: 'nbd', 'node-name': 'n1', server: { type: 'unix', path: s.socket }, export: 'ex', 'x-dirty-bitmap': 'qemu:dirty-bitmap:nope' }), {
       error: 'Could not open image: Invalid argument',
